@@ -1,0 +1,119 @@
+#include "messages/transport.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+
+namespace kfleet::msg {
+namespace {
+
+constexpr size_t kMaxParts = 3;  // routing id, header, body
+
+Status SocketError(std::string_view what, const zmq::error_t& e) {
+  return IoError(std::string(what) + ": " + e.what());
+}
+
+// False when there is nothing to read. Retries EINTR so a signal cannot split a multipart message.
+bool ReceivePart(zmq::socket_t& socket, zmq::message_t& part) {
+  while (true) {
+    try {
+      return socket.recv(part, zmq::recv_flags::dontwait).has_value();
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+  }
+}
+
+// Routing ids are binary (ZeroMQ makes up 5 bytes unless the peer sets one); hex prints them.
+std::string PeerName(const zmq::message_t& routing_id) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (const char c : routing_id.to_string_view()) {
+    hex.push_back(kDigits[static_cast<uint8_t>(c) >> 4]);
+    hex.push_back(kDigits[static_cast<uint8_t>(c) & 0xf]);
+  }
+  return "from peer 0x" + hex;
+}
+
+}  // namespace
+
+Status ConfigureSocket(zmq::socket_t& socket, const DecodeLimits& limits) {
+  const auto max_frame_bytes = static_cast<int64_t>(
+      std::min<uint64_t>(limits.max_body_bytes, std::numeric_limits<int64_t>::max()));
+  try {
+    socket.set(zmq::sockopt::maxmsgsize, max_frame_bytes);
+    socket.set(zmq::sockopt::linger, 0);
+  } catch (const zmq::error_t& e) {
+    return SocketError("configuring socket", e);
+  }
+  return Status::Ok();
+}
+
+Status Send(zmq::socket_t& socket, MessageType type, capnp::MessageBuilder& builder,
+            std::string_view routing_id) {
+  const EncodedFrames frames = Encode(type, builder);
+  std::array<std::string_view, kMaxParts> parts;
+  size_t count = 0;
+  if (!routing_id.empty()) parts[count++] = routing_id;
+  parts[count++] = frames.header;
+  parts[count++] = frames.BodyBytes();
+
+  const std::string name(MessageTypeName(type));
+  try {
+    for (size_t i = 0; i < count; ++i) {
+      const zmq::send_flags flags = i + 1 < count
+                                        ? zmq::send_flags::dontwait | zmq::send_flags::sndmore
+                                        : zmq::send_flags::dontwait;
+      if (socket.send(zmq::const_buffer(parts[i].data(), parts[i].size()), flags)) continue;
+      // ZeroMQ checks capacity on a message's first part only; a later refusal is a bug there.
+      if (i > 0) return Internal("ZeroMQ refused part " + std::to_string(i) + " of " + name);
+      return Unavailable("cannot send " + name + " now: no connected peer or its queue is full");
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) {
+      return Unavailable("cannot send " + name + ": routing id is not connected");
+    }
+    return SocketError("sending " + name, e);
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<ReceivedMessage>> Receive(zmq::socket_t& socket, bool with_routing_id,
+                                               const DecodeLimits& limits) {
+  const size_t expected = with_routing_id ? 3 : 2;
+  std::array<zmq::message_t, kMaxParts> parts;
+  size_t count = 0;
+  try {
+    zmq::message_t part;
+    if (!ReceivePart(socket, part)) return std::optional<ReceivedMessage>();
+    while (true) {
+      const bool more = part.more();
+      if (count < parts.size()) parts[count] = std::move(part);
+      ++count;
+      if (!more) break;
+      // ZeroMQ delivers multipart messages whole, so the remaining parts are already here.
+      if (!ReceivePart(socket, part)) return Internal("ZeroMQ delivered a partial message");
+    }
+  } catch (const zmq::error_t& e) {
+    return SocketError("receiving", e);
+  }
+  const std::string peer = with_routing_id ? PeerName(parts[0]) : "from peer";
+  if (count != expected) {
+    return InvalidArgument("message has " + std::to_string(count) + " parts, expected " +
+                           std::to_string(expected) +
+                           (with_routing_id ? " (routing id, header, body)" : " (header, body)"))
+        .WithContext(peer);
+  }
+  Result<DecodedMessage> decoded =
+      Decode(parts[expected - 2].to_string_view(), parts[expected - 1].to_string_view(), limits);
+  if (!decoded.ok()) return decoded.status().WithContext(peer);
+  ReceivedMessage received{with_routing_id ? parts[0].to_string() : std::string(),
+                           std::move(decoded).value()};
+  return std::optional<ReceivedMessage>(std::move(received));
+}
+
+}  // namespace kfleet::msg
