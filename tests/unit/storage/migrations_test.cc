@@ -1,0 +1,184 @@
+#include "storage/migrations.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tests/unit/storage/test_util.h"
+
+namespace kfleet::storage {
+namespace {
+
+using testing::TempDir;
+
+// Every table, index and trigger, as SQLite stores their definitions.
+Result<std::vector<std::string>> SchemaSnapshot(Database& db) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(R"sql(
+    SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_schema
+    ORDER BY type, name
+  )sql"));
+  std::vector<std::string> entries;
+  while (true) {
+    KF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return entries;
+    entries.push_back(stmt.ColumnText(0));
+  }
+}
+
+// Rows valid at each schema version, and a check that they survived later migrations. When a
+// migration is appended, add its version here: the loop below migrates from every version.
+struct VersionFixture {
+  std::function<Status(Database&)> insert;
+  std::function<void(Database&)> check;
+};
+
+Status InsertV1Rows(Database& db) {
+  return db.Exec(R"sql(
+    INSERT INTO blobs VALUES
+      ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 3, 10);
+    INSERT INTO models VALUES
+      (1, 'resnet',
+       'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'onnx', 3, 10);
+    INSERT INTO jobs (id, kind, name, model_id, target, created_us, updated_us)
+      VALUES (1, 'model', 'job one', 1, 'cuda', 11, 11);
+    INSERT INTO kernel_jobs (id, job_id, name, spec_hash, spec, baseline_us, sol_us,
+                             expected_saving_us, rank)
+      VALUES (1, 1, 'matmul', 'h1', x'00ff', 10.0, 2.0, 8.0, 0);
+    INSERT INTO candidates (id, kernel_job_id, island, agent, created_us, updated_us)
+      VALUES (1, 1, 0, 'template', 12, 12);
+    INSERT INTO nodes (id, name, registered_us, last_heartbeat_us) VALUES (1, 'gpu-1', 13, 13);
+    INSERT INTO devices (node_id, idx, backend, name, arch, memory_bytes, compute_units)
+      VALUES (1, 0, 'cuda', 'H200', 'sm_90', 141000000000, 132);
+    INSERT INTO tasks (id, job_id, kind, state, timeout_ms, attempt, node_id, lease_deadline_us,
+                       created_us, updated_us)
+      VALUES (1, 1, 'test', 'leased', 1000, 1, 1, 99, 14, 14);
+    INSERT INTO task_attempts (task_id, attempt, node_id, started_us) VALUES (1, 1, 1, 14);
+    INSERT INTO events (job_id, ts_us, kind, data) VALUES (1, 15, 'job.created', '{"a":1}');
+    INSERT INTO llm_calls (job_id, role, model, prompt_tokens, completion_tokens, latency_ms, ok,
+                           ts_us)
+      VALUES (1, 'coder', 'm', 10, 20, 30, 1, 16);
+  )sql");
+}
+
+void CheckV1Rows(Database& db) {
+  const std::map<std::string, int64_t> expected_counts = {
+      {"blobs", 1},         {"models", 1}, {"jobs", 1},     {"kernel_jobs", 1},
+      {"candidates", 1},    {"nodes", 1},  {"devices", 1},  {"tasks", 1},
+      {"task_attempts", 1}, {"events", 1}, {"llm_calls", 1}};
+  for (const auto& [table, count] : expected_counts) {
+    auto actual = db.QueryInt64("SELECT count(*) FROM " + table);
+    ASSERT_TRUE(actual.ok()) << actual.status().ToString();
+    EXPECT_EQ(*actual, count) << table;
+  }
+  auto task = db.QueryText("SELECT state || ' ' || attempt || ' ' || node_id FROM tasks");
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(*task, "leased 1 1");
+  auto spec = db.QueryText("SELECT hex(spec) FROM kernel_jobs");
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(*spec, "00FF");
+}
+
+const std::map<int, VersionFixture>& Fixtures() {
+  static const std::map<int, VersionFixture> fixtures = {
+      {1, {InsertV1Rows, CheckV1Rows}},
+  };
+  return fixtures;
+}
+
+class StorageMigrationsTest : public ::testing::Test {
+ protected:
+  Result<std::unique_ptr<Database>> OpenFresh(const std::string& name) {
+    return Database::Open(dir_.path() / name);
+  }
+  TempDir dir_;
+};
+
+TEST_F(StorageMigrationsTest, VersionsAreConsecutiveFromOne) {
+  int expected = 1;
+  for (const Migration& migration : SchemaMigrations()) {
+    EXPECT_EQ(migration.version, expected++) << migration.name;
+    EXPECT_FALSE(migration.sql.empty());
+  }
+  EXPECT_EQ(LatestSchemaVersion(), expected - 1);
+  EXPECT_EQ(Fixtures().size(), static_cast<size_t>(LatestSchemaVersion()))
+      << "add rows for the new schema version to Fixtures()";
+}
+
+TEST_F(StorageMigrationsTest, EmptyToLatest) {
+  KF_ASSERT_OK_AND_ASSIGN(auto db, OpenFresh("empty.db"));
+  KF_ASSERT_OK_AND_ASSIGN(int before, SchemaVersion(*db));
+  EXPECT_EQ(before, 0);
+  KF_ASSERT_OK(Migrate(*db));
+  KF_ASSERT_OK_AND_ASSIGN(int after, SchemaVersion(*db));
+  EXPECT_EQ(after, LatestSchemaVersion());
+  KF_ASSERT_OK_AND_ASSIGN(int64_t tasks, db->QueryInt64("SELECT count(*) FROM tasks"));
+  EXPECT_EQ(tasks, 0);
+}
+
+TEST_F(StorageMigrationsTest, EveryEarlierVersionToLatest) {
+  KF_ASSERT_OK_AND_ASSIGN(auto reference, OpenFresh("reference.db"));
+  KF_ASSERT_OK(Migrate(*reference));
+  KF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> latest_schema, SchemaSnapshot(*reference));
+
+  for (int start = 0; start < LatestSchemaVersion(); ++start) {
+    SCOPED_TRACE("from schema version " + std::to_string(start));
+    KF_ASSERT_OK_AND_ASSIGN(auto db, OpenFresh("from-" + std::to_string(start) + ".db"));
+    KF_ASSERT_OK(MigrateTo(*db, start));
+    KF_ASSERT_OK_AND_ASSIGN(int version, SchemaVersion(*db));
+    ASSERT_EQ(version, start);
+    for (int v = 1; v <= start; ++v) KF_ASSERT_OK(Fixtures().at(v).insert(*db));
+
+    KF_ASSERT_OK(Migrate(*db));
+    KF_ASSERT_OK_AND_ASSIGN(version, SchemaVersion(*db));
+    EXPECT_EQ(version, LatestSchemaVersion());
+    for (int v = 1; v <= start; ++v) Fixtures().at(v).check(*db);
+    KF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> schema, SchemaSnapshot(*db));
+    EXPECT_EQ(schema, latest_schema);
+    KF_ASSERT_OK_AND_ASSIGN(std::string integrity, db->QueryText("PRAGMA integrity_check"));
+    EXPECT_EQ(integrity, "ok");
+  }
+}
+
+TEST_F(StorageMigrationsTest, LatestRowsInsertCleanly) {
+  KF_ASSERT_OK_AND_ASSIGN(auto db, OpenFresh("latest.db"));
+  KF_ASSERT_OK(Migrate(*db));
+  for (const auto& [version, fixture] : Fixtures()) KF_ASSERT_OK(fixture.insert(*db));
+  for (const auto& [version, fixture] : Fixtures()) fixture.check(*db);
+}
+
+TEST_F(StorageMigrationsTest, MigratingTwiceIsANoOp) {
+  KF_ASSERT_OK_AND_ASSIGN(auto db, OpenFresh("twice.db"));
+  KF_ASSERT_OK(Migrate(*db));
+  KF_ASSERT_OK(InsertV1Rows(*db));
+  KF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> before, SchemaSnapshot(*db));
+  KF_ASSERT_OK(Migrate(*db));
+  KF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> after, SchemaSnapshot(*db));
+  EXPECT_EQ(before, after);
+  CheckV1Rows(*db);
+}
+
+TEST_F(StorageMigrationsTest, RefusesANewerDatabase) {
+  KF_ASSERT_OK_AND_ASSIGN(auto db, OpenFresh("newer.db"));
+  const int newer = LatestSchemaVersion() + 6;
+  KF_ASSERT_OK(db->Exec("PRAGMA user_version = " + std::to_string(newer)));
+  Status status = Migrate(*db);
+  EXPECT_EQ(status.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(status.message(), (dir_.path() / "newer.db").string() + ": schema version " +
+                                  std::to_string(newer) + " is newer than this kfleet (" +
+                                  std::to_string(LatestSchemaVersion()) + "); upgrade kfleet");
+  KF_ASSERT_OK_AND_ASSIGN(int version, SchemaVersion(*db));
+  EXPECT_EQ(version, newer) << "a refused database is left as it was";
+}
+
+TEST_F(StorageMigrationsTest, RefusesToGoBackwards) {
+  KF_ASSERT_OK_AND_ASSIGN(auto db, OpenFresh("back.db"));
+  KF_ASSERT_OK(Migrate(*db));
+  EXPECT_EQ(MigrateTo(*db, 0).code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(MigrateTo(*db, LatestSchemaVersion() + 1).code(), ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kfleet::storage
