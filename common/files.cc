@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "common/ids.h"
@@ -50,14 +51,23 @@ Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes
     return ResourceExhausted(path.string() + ": " + std::to_string(st.st_size) +
                              " bytes, more than the limit of " + std::to_string(max_bytes));
   }
+  // st_size is only a hint: files under /proc report 0 and still have contents.
   std::string out;
-  out.resize(static_cast<size_t>(st.st_size));
+  // One byte past the limit tells "exactly max_bytes" from "more".
+  out.resize(std::min(std::max<size_t>(static_cast<size_t>(st.st_size), 4096), max_bytes + 1));
   size_t done = 0;
-  while (done < out.size()) {
+  while (true) {
+    if (done == out.size()) {
+      if (out.size() > max_bytes) {
+        return ResourceExhausted(path.string() + ": more than the limit of " +
+                                 std::to_string(max_bytes) + " bytes");
+      }
+      out.resize(std::min(out.size() * 2, max_bytes + 1));
+    }
     ssize_t n = ::read(fd.get(), out.data() + done, out.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError("read " + path.string(), errno);
-    if (n == 0) break;  // the file shrank while we read it
+    if (n == 0) break;
     done += static_cast<size_t>(n);
   }
   out.resize(done);

@@ -83,8 +83,8 @@ Status ErrnoError(std::string_view what, int errno_value);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Status status) : state_(std::move(status)) {  // NOLINT: implicit by design
+  Result(T val) : state_(std::move(val)) {}  // NOLINT: implicit by design
+  Result(Status error) : state_(std::move(error)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(state_).ok() && "Result built from an ok Status carries no value");
   }
 

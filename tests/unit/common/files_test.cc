@@ -52,6 +52,15 @@ TEST_F(FilesTest, SizeLimitIsEnforced) {
   EXPECT_EQ(read.status().code(), ErrorCode::kResourceExhausted);
 }
 
+TEST_F(FilesTest, ReadsProcFilesWhoseSizeIsZero) {
+  Result<std::string> read = ReadFile("/proc/self/status");
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_NE(read->find("Pid:"), std::string::npos);
+  Result<std::string> capped = ReadFile("/proc/self/status", 16);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_EQ(capped.status().code(), ErrorCode::kResourceExhausted);
+}
+
 TEST_F(FilesTest, DirectoryIsNotAFile) {
   Result<std::string> read = ReadFile(dir_);
   ASSERT_FALSE(read.ok());
