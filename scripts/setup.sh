@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs kfleet's build and test dependencies from Debian 12 packages.
 # Idempotent and non-interactive; run as root (or with sudo available) on a fresh machine.
+#   --fuzz   also install clang and libFuzzer's runtime (for scripts/fuzz.sh)
 set -euo pipefail
 
 packages=(
@@ -17,6 +18,9 @@ packages=(
   libspdlog-dev libfmt-dev
   libopenblas-dev
 )
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do
