@@ -202,8 +202,15 @@ CREATE INDEX llm_calls_by_job ON llm_calls(job_id, ts_us);
 CREATE INDEX llm_calls_by_kernel_job ON llm_calls(kernel_job_id);
 )sql";
 
-constexpr std::array<Migration, 1> kMigrations = {{
+// The scheduler ages queued tasks so no job starves behind higher priorities; it reads the oldest
+// queued tasks, which without this index means scanning every finished task before them.
+constexpr std::string_view kSchemaV2 = R"sql(
+CREATE INDEX tasks_queue_age ON tasks(id) WHERE state = 'queued';
+)sql";
+
+constexpr std::array<Migration, 2> kMigrations = {{
     {1, "initial schema", kSchemaV1},
+    {2, "index of queued tasks by age", kSchemaV2},
 }};
 
 }  // namespace

@@ -146,6 +146,14 @@ Result<std::vector<TaskRow>> TaskRepo::NextQueued(int limit) {
   return ReadAllRows(stmt, ReadTask);
 }
 
+Result<std::vector<TaskRow>> TaskRepo::OldestQueued(int limit) {
+  static const std::string sql =
+      std::string(kSelectTask) + " WHERE state = 'queued' ORDER BY id LIMIT ?1";
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(sql));
+  KF_RETURN_IF_ERROR(stmt.BindAll(limit));
+  return ReadAllRows(stmt, ReadTask);
+}
+
 Result<std::optional<uint32_t>> TaskRepo::Lease(int64_t task_id, int64_t node_id,
                                                 int64_t lease_deadline_us) {
   std::optional<uint32_t> attempt;
@@ -344,6 +352,16 @@ Result<TaskCounts> TaskRepo::CountsByState(int64_t job_id) {
         break;
     }
   }
+}
+
+Result<int64_t> TaskRepo::RetryCount(int64_t job_id) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+    WHERE t.job_id = ?1 AND a.attempt < t.attempt
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(job_id));
+  KF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  return row ? stmt.ColumnInt64(0) : 0;
 }
 
 Result<std::vector<TaskAttemptRow>> TaskRepo::Attempts(int64_t task_id) {

@@ -101,6 +101,8 @@ class TaskRepo {
   // Queued tasks by priority (highest first), FIFO within a priority.
   [[nodiscard]] Result<std::vector<TaskRow>> NextQueued(int limit);
 
+  // The queued tasks that have waited longest (lowest ids), for the scheduler's ageing.
+  [[nodiscard]] Result<std::vector<TaskRow>> OldestQueued(int limit);
   // queued -> leased to `node_id` until `lease_deadline_us`; returns the new attempt number,
   // or nullopt when the task was not queued (someone else leased it, or it finished).
   [[nodiscard]] Result<std::optional<uint32_t>> Lease(int64_t task_id, int64_t node_id,
@@ -127,6 +129,8 @@ class TaskRepo {
   [[nodiscard]] Result<TaskRow> Get(int64_t task_id);
   [[nodiscard]] Result<std::vector<TaskRow>> ListByJob(int64_t job_id);
   [[nodiscard]] Result<TaskCounts> CountsByState(int64_t job_id);
+  // Attempts of the job's tasks that ended and were followed by another attempt.
+  [[nodiscard]] Result<int64_t> RetryCount(int64_t job_id);
   [[nodiscard]] Result<std::vector<TaskAttemptRow>> Attempts(int64_t task_id);
 
  private:

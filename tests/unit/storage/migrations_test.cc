@@ -81,9 +81,28 @@ void CheckV1Rows(Database& db) {
   EXPECT_EQ(*spec, "00FF");
 }
 
+Status InsertV2Rows(Database& db) {
+  return db.Exec(R"sql(
+    INSERT INTO tasks (id, job_id, kind, state, timeout_ms, created_us, updated_us)
+      VALUES (2, 1, 'echo', 'queued', 1000, 20, 20);
+  )sql");
+}
+
+void CheckV2Rows(Database& db) {
+  auto plan = db.QueryText(
+      "SELECT group_concat(detail, ';') FROM (EXPLAIN QUERY PLAN "
+      "SELECT id FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 5)");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_NE(plan->find("tasks_queue_age"), std::string::npos) << *plan;
+  auto queued = db.QueryInt64("SELECT count(*) FROM tasks WHERE state = 'queued'");
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(*queued, 1);
+}
+
 const std::map<int, VersionFixture>& Fixtures() {
   static const std::map<int, VersionFixture> fixtures = {
       {1, {InsertV1Rows, CheckV1Rows}},
+      {2, {InsertV2Rows, CheckV2Rows}},
   };
   return fixtures;
 }

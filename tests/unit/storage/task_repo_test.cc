@@ -109,6 +109,38 @@ TEST_F(StorageTaskRepoTest, NextQueuedIsByPriorityThenFifo) {
   EXPECT_EQ(two.size(), 2u);
 }
 
+TEST_F(StorageTaskRepoTest, OldestQueuedIgnoresPriorityAndFinishedTasks) {
+  int64_t first = Enqueue(1);
+  int64_t leased = Enqueue(9);
+  int64_t second = Enqueue(5);
+  int64_t third = Enqueue(0);
+  ASSERT_EQ(Lease(leased, node_), 1u);
+  KF_ASSERT_OK_AND_ASSIGN(std::vector<TaskRow> oldest, store_->tasks().OldestQueued(2));
+  ASSERT_EQ(oldest.size(), 2u);
+  EXPECT_EQ(oldest[0].id, first);
+  EXPECT_EQ(oldest[1].id, second);
+  KF_ASSERT_OK_AND_ASSIGN(std::vector<TaskRow> all, store_->tasks().OldestQueued(10));
+  EXPECT_EQ(all.back().id, third);
+}
+
+TEST_F(StorageTaskRepoTest, RetryCountCountsAttemptsThatWereFollowedByAnother) {
+  int64_t retried_twice = Enqueue(0, 3);
+  int64_t clean = Enqueue(0, 3);
+  KF_ASSERT_OK_AND_ASSIGN(int64_t none, store_->tasks().RetryCount(job_));
+  EXPECT_EQ(none, 0);
+  for (int i = 0; i < 2; ++i) {
+    uint32_t attempt = Lease(retried_twice, node_);
+    KF_ASSERT_OK(store_->tasks().Fail(retried_twice, attempt, AttemptOutcome::kLost, "gone").status());
+  }
+  uint32_t last = Lease(retried_twice, node_);
+  KF_ASSERT_OK_AND_ASSIGN(bool done, store_->tasks().Complete(retried_twice, last, "ok"));
+  EXPECT_TRUE(done);
+  KF_ASSERT_OK_AND_ASSIGN(bool clean_done, store_->tasks().Complete(clean, Lease(clean, node_), "ok"));
+  EXPECT_TRUE(clean_done);
+  KF_ASSERT_OK_AND_ASSIGN(int64_t retries, store_->tasks().RetryCount(job_));
+  EXPECT_EQ(retries, 2);
+}
+
 TEST_F(StorageTaskRepoTest, LeaseAppliesOnlyOnce) {
   int64_t task = Enqueue();
   int64_t other_node = MakeNode("gpu-2");
