@@ -21,6 +21,8 @@ struct EchoSpec {
   crashRate @3 :Float32;     # 0..1 chance a task crashes its process
   hangRate @4 :Float32;      # 0..1 chance a task hangs until its timeout
   payloadBytes @5 :UInt32;   # size of each task's payload and output
+  timeoutMs @6 :UInt32;      # wall-clock limit per attempt; 0 = delayMs + 30 s
+  seed @7 :UInt64;           # makes the fail / crash / hang draws reproducible
 }
 
 # Starts a job.
@@ -67,6 +69,20 @@ struct StatusRequest {}
 
 struct StatusReply {
   jobs @0 :List(JobSummary);
+  coordinator @1 :CoordinatorCounters;
+}
+
+# Counters since kfleetd started, for operators (and tests) to see what it dropped.
+struct CoordinatorCounters {
+  workerMessages @0 :UInt64;     # messages received on the worker socket
+  clientMessages @1 :UInt64;     # requests received on the client socket
+  malformedDropped @2 :UInt64;   # messages that failed to decode or came from the wrong side
+  versionMismatches @3 :UInt64;  # frames of another protocol version (answered with Reject)
+  sendFailures @4 :UInt64;       # messages ZeroMQ would not take (peer gone, queue full)
+  failedBatches @5 :UInt64;      # transactions that rolled back (store errors)
+  nodesConnected @6 :UInt32;
+  leases @7 :UInt32;             # task attempts currently leased
+  startedUs @8 :Int64;           # microseconds since the Unix epoch
 }
 
 # Long poll for a job's events after afterEventId.

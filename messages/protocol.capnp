@@ -116,6 +116,8 @@ struct Register {
   capabilities @1 :Capabilities;
   runningTasks @2 :List(TaskRef);    # tasks still running, so their leases survive a restart
   finishedTasks @3 :List(TaskRef);   # results kept on disk awaiting ack
+  instanceId @4 :Text;               # random per worker process: a reconnect of the same process
+                                     # replaces its session, another process of the name is refused
 }
 
 # Coordinator -> worker, accepts a Register.
@@ -212,4 +214,15 @@ struct Drain {
 # Both ways, the sender is going away on purpose (not a failure).
 struct Bye {
   reason @0 :Text;
+}
+
+# Payload of an `echo` task (diagnostics and benchmarks): the worker sleeps delayMs, then, by a
+# draw seeded from (seed, taskId, attempt), fails, crashes, hangs or answers SHA-256(data) in hex.
+struct EchoPayload {
+  delayMs @0 :UInt32;
+  failRate @1 :Float32;
+  crashRate @2 :Float32;
+  hangRate @3 :Float32;
+  seed @4 :UInt64;
+  data @5 :Data;
 }

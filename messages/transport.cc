@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "messages/curve.h"
+
 namespace kfleet::msg {
 namespace {
 
@@ -82,18 +84,23 @@ Status Send(zmq::socket_t& socket, MessageType type, capnp::MessageBuilder& buil
   return Status::Ok();
 }
 
-Result<std::optional<ReceivedMessage>> Receive(zmq::socket_t& socket, bool with_routing_id,
-                                               const DecodeLimits& limits) {
-  const size_t expected = with_routing_id ? 3 : 2;
+namespace {
+
+// Every part of one multipart message, however many; nullopt when nothing was waiting.
+struct RawMessage {
   std::array<zmq::message_t, kMaxParts> parts;
   size_t count = 0;
+};
+
+Result<std::optional<RawMessage>> ReceiveParts(zmq::socket_t& socket) {
+  RawMessage raw;
   try {
     zmq::message_t part;
-    if (!ReceivePart(socket, part)) return std::optional<ReceivedMessage>();
+    if (!ReceivePart(socket, part)) return std::optional<RawMessage>();
     while (true) {
       const bool more = part.more();
-      if (count < parts.size()) parts[count] = std::move(part);
-      ++count;
+      if (raw.count < raw.parts.size()) raw.parts[raw.count] = std::move(part);
+      ++raw.count;
       if (!more) break;
       // ZeroMQ delivers multipart messages whole, so the remaining parts are already here.
       if (!ReceivePart(socket, part)) return Internal("ZeroMQ delivered a partial message");
@@ -101,19 +108,57 @@ Result<std::optional<ReceivedMessage>> Receive(zmq::socket_t& socket, bool with_
   } catch (const zmq::error_t& e) {
     return SocketError("receiving", e);
   }
-  const std::string peer = with_routing_id ? PeerName(parts[0]) : "from peer";
-  if (count != expected) {
-    return InvalidArgument("message has " + std::to_string(count) + " parts, expected " +
+  return std::optional<RawMessage>(std::move(raw));
+}
+
+Result<DecodedMessage> DecodeParts(const RawMessage& raw, bool with_routing_id,
+                                   const DecodeLimits& limits) {
+  const size_t expected = with_routing_id ? 3 : 2;
+  if (raw.count != expected) {
+    return InvalidArgument("message has " + std::to_string(raw.count) + " parts, expected " +
                            std::to_string(expected) +
-                           (with_routing_id ? " (routing id, header, body)" : " (header, body)"))
-        .WithContext(peer);
+                           (with_routing_id ? " (routing id, header, body)" : " (header, body)"));
   }
-  Result<DecodedMessage> decoded =
-      Decode(parts[expected - 2].to_string_view(), parts[expected - 1].to_string_view(), limits);
+  return Decode(raw.parts[expected - 2].to_string_view(), raw.parts[expected - 1].to_string_view(),
+                limits);
+}
+
+// A kfleet header of another protocol version: the sender deserves a reply it can log.
+bool IsOtherVersion(const RawMessage& raw, bool with_routing_id) {
+  const size_t header_index = with_routing_id ? 1 : 0;
+  if (raw.count <= header_index) return false;
+  const std::string_view header = raw.parts[header_index].to_string_view();
+  if (header.size() != kHeaderBytes || !header.starts_with(kMagic)) return false;
+  const uint16_t version = static_cast<uint16_t>(static_cast<uint8_t>(header[4]) |
+                                                 (static_cast<uint8_t>(header[5]) << 8));
+  return version != kProtocolVersion;
+}
+
+}  // namespace
+
+Result<std::optional<ReceivedMessage>> Receive(zmq::socket_t& socket, bool with_routing_id,
+                                               const DecodeLimits& limits) {
+  KF_ASSIGN_OR_RETURN(std::optional<RawMessage> raw, ReceiveParts(socket));
+  if (!raw.has_value()) return std::optional<ReceivedMessage>();
+  const std::string peer = with_routing_id ? PeerName(raw->parts[0]) : "from peer";
+  Result<DecodedMessage> decoded = DecodeParts(*raw, with_routing_id, limits);
   if (!decoded.ok()) return decoded.status().WithContext(peer);
-  ReceivedMessage received{with_routing_id ? parts[0].to_string() : std::string(),
-                           std::move(decoded).value()};
+  const size_t header_index = with_routing_id ? 1 : 0;
+  ReceivedMessage received{with_routing_id ? raw->parts[0].to_string() : std::string(),
+                           PeerUserId(raw->parts[header_index]), std::move(decoded).value()};
   return std::optional<ReceivedMessage>(std::move(received));
+}
+
+Result<std::optional<PeerMessage>> ReceiveFromPeer(zmq::socket_t& router,
+                                                   const DecodeLimits& limits) {
+  KF_ASSIGN_OR_RETURN(std::optional<RawMessage> raw, ReceiveParts(router));
+  if (!raw.has_value()) return std::optional<PeerMessage>();
+  Result<DecodedMessage> decoded = DecodeParts(*raw, /*with_routing_id=*/true, limits);
+  if (!decoded.ok()) decoded = decoded.status().WithContext(PeerName(raw->parts[0]));
+  PeerMessage message{raw->parts[0].to_string(),
+                      raw->count > 1 ? PeerUserId(raw->parts[1]) : std::string(),
+                      std::move(decoded), IsOtherVersion(*raw, /*with_routing_id=*/true)};
+  return std::optional<PeerMessage>(std::move(message));
 }
 
 }  // namespace kfleet::msg

@@ -17,6 +17,7 @@ namespace kfleet::msg {
 
 struct ReceivedMessage {
   std::string routing_id;  // the peer's ROUTER identity; empty on a DEALER socket
+  std::string user_id;     // the ZAP User-Id (CURVE key's name); empty without a ZAP handler
   DecodedMessage message;
 };
 
@@ -42,5 +43,20 @@ template <typename T>
 [[nodiscard]] Result<std::optional<ReceivedMessage>> Receive(zmq::socket_t& socket,
                                                              bool with_routing_id,
                                                              const DecodeLimits& limits = {});
+
+// A message from a ROUTER socket with the sender's identity kept even when it is malformed, so
+// the receiver can answer the peer (a Reject to a worker of another protocol version, an
+// apiError to a client).
+struct PeerMessage {
+  std::string routing_id;
+  std::string user_id;             // ZAP User-Id; empty without CURVE
+  Result<DecodedMessage> message;  // the decoded message, or why it could not be decoded
+  bool version_mismatch = false;   // a kfleet header of another protocol version
+};
+
+// Like Receive on a ROUTER socket, except that only a socket failure is an error Status; a
+// malformed message comes back as a PeerMessage whose `message` holds the error.
+[[nodiscard]] Result<std::optional<PeerMessage>> ReceiveFromPeer(zmq::socket_t& router,
+                                                                 const DecodeLimits& limits = {});
 
 }  // namespace kfleet::msg
