@@ -1,0 +1,155 @@
+// The pool and the queue: which workers are connected, what each can run, which task attempts
+// they hold, and what to run next. It applies every decision to the store (inside the caller's
+// batch) and queues the resulting messages in the outbox; it owns no sockets, so tests drive it
+// with a real store and a fake clock.
+//
+// Lease deadlines live here, in memory, on the monotonic clock: heartbeats extend them many times a
+// second across a fleet, and the store keeps only the lease itself (holder, attempt). After a
+// restart every stored lease gets a recovery grace period instead (Recover).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "coordinator/outbox.h"
+#include "messages/protocol.capnp.h"
+#include "storage/store.h"
+
+namespace kfleet::coordinator {
+
+struct SchedulerOptions {
+  int64_t heartbeat_interval_ms = 1000;
+  int64_t liveness = 5;
+  int64_t lease_ms = 5000;
+  int64_t recovery_grace_ms = 10'000;
+  int64_t aging_ms = 60'000;
+  int64_t max_assign_per_round = 512;
+};
+
+// The three kinds of capacity a worker offers (protocol.capnp Slots).
+enum class SlotClass { kCpu = 0, kGpuExclusive = 1, kCompile = 2 };
+constexpr int kSlotClasses = 3;
+
+struct DeviceOffer {
+  storage::Backend backend = storage::Backend::kCpu;
+  std::string arch;
+  uint64_t memory_bytes = 0;
+};
+
+struct Session {
+  std::string routing_id;
+  int64_t node_id = 0;
+  std::string name;
+  std::string instance_id;
+  bool draining = false;
+  std::vector<DeviceOffer> devices;
+  int64_t slots_total[kSlotClasses] = {0, 0, 0};
+  int64_t slots_used[kSlotClasses] = {0, 0, 0};
+  int64_t last_heard_us = 0;      // monotonic
+  int64_t next_heartbeat_us = 0;  // monotonic
+  uint64_t heartbeat_sequence = 0;
+
+  int64_t Free(SlotClass c) const {
+    return slots_total[static_cast<int>(c)] - slots_used[static_cast<int>(c)];
+  }
+};
+
+struct Lease {
+  uint32_t attempt = 0;
+  int64_t node_id = 0;
+  int64_t job_id = 0;
+  SlotClass slot = SlotClass::kCpu;
+  std::string routing_id;  // the session holding it; empty until its worker re-registers
+  int64_t deadline_us = 0;  // monotonic
+};
+
+// What `kfleet nodes` shows of a connected worker.
+struct SessionView {
+  int64_t node_id = 0;
+  bool draining = false;
+  int64_t slots_used[kSlotClasses] = {0, 0, 0};
+  int64_t last_heard_age_ms = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(storage::Store& store, Clock& clock, Outbox& outbox, const SchedulerOptions& options);
+
+  // After a start: every lease in the store waits recovery_grace_ms for its worker.
+  [[nodiscard]] Status Recover();
+  // After a failed batch (rolled back): forgets every session and recovers as after a start, so
+  // memory cannot disagree with the store.
+  [[nodiscard]] Status Resync();
+
+  // Worker protocol. `user_id` is the ZAP identity (the key's name), empty when insecure.
+  [[nodiscard]] Status OnRegister(const std::string& routing_id, const std::string& user_id,
+                                  msg::Register::Reader request);
+  [[nodiscard]] Status OnHeartbeat(const std::string& routing_id, msg::Heartbeat::Reader beat);
+  [[nodiscard]] Status OnResult(const std::string& routing_id, msg::TaskResult::Reader result);
+  [[nodiscard]] Status OnBye(const std::string& routing_id, std::string_view reason);
+  // Any message from a peer counts as a sign of life.
+  void Heard(const std::string& routing_id);
+
+  // Timers: lost workers, expired leases, heartbeats out. Then new assignments.
+  [[nodiscard]] Status Tick();
+  [[nodiscard]] Status Dispatch();
+  // Finishes jobs whose tasks have all ended (done, or failed when any task failed).
+  [[nodiscard]] Status SettleJobs();
+
+  // Operator actions. NotFound for an unknown node name.
+  [[nodiscard]] Status Drain(const std::string& name);
+  [[nodiscard]] Status Remove(const std::string& name, std::string_view reason, bool revoked);
+  // Cancels the job's unfinished tasks and tells their workers; returns how many.
+  [[nodiscard]] Result<int64_t> CancelJob(int64_t job_id);
+  // Queues tasks and wakes the dispatcher; marks the job for settling.
+  [[nodiscard]] Status JobSubmitted(int64_t job_id);
+
+  std::optional<SessionView> ViewOf(int64_t node_id) const;
+  size_t session_count() const { return sessions_.size(); }
+  size_t lease_count() const { return leases_.size(); }
+  // Monotonic microseconds until the next timer, at most one heartbeat interval.
+  int64_t NextTimerUs() const;
+  uint64_t epoch() const { return epoch_; }
+
+ private:
+  Session* SessionFor(const std::string& routing_id);
+  Session* SessionNamed(const std::string& name);
+  void Reject(const std::string& routing_id, msg::RejectReason reason, const std::string& text);
+  // Ends a session: its leases are requeued with `reason`, the node marked `state`.
+  [[nodiscard]] Status EndSession(const std::string& routing_id, storage::NodeState state,
+                                  storage::AttemptOutcome outcome, std::string_view reason);
+  void ReleaseSlot(const Lease& lease);
+  // Ends one attempt that did not succeed; records a retry or the final failure.
+  [[nodiscard]] Status FailAttempt(int64_t task_id, const Lease& lease,
+                                   storage::AttemptOutcome outcome, std::string_view reason);
+  // The session best placed to run `task` now, or nullptr.
+  Session* Place(const storage::TaskRow& task, SlotClass slot);
+  [[nodiscard]] Status Assign(const storage::TaskRow& task, Session& session, SlotClass slot);
+  [[nodiscard]] Status Event(std::optional<int64_t> job_id, std::string_view kind,
+                             const std::string& data_json);
+
+  storage::Store& store_;
+  Clock& clock_;
+  Outbox& outbox_;
+  SchedulerOptions options_;
+  uint64_t epoch_;  // changes on every start, so workers can tell a restarted coordinator
+  std::unordered_map<std::string, Session> sessions_;  // by routing id
+  std::map<std::string, std::string> by_name_;        // node name -> routing id
+  std::unordered_map<int64_t, Lease> leases_;          // by task id
+  std::set<int64_t> unsettled_jobs_;                   // jobs whose tasks changed state
+  std::set<int64_t> running_jobs_;                     // jobs known to be past 'queued'
+  bool queue_changed_ = true;  // false after a round that found nothing to place
+};
+
+// The slot a task needs: an exclusive device for timing, a compile slot for other GPU work, a CPU
+// slot otherwise.
+SlotClass SlotFor(const storage::TaskRow& task);
+
+}  // namespace kfleet::coordinator
