@@ -169,7 +169,7 @@ Result<DecodedMessage> Decode(std::string_view header, std::string_view body,
   }
   const uint16_t version = ReadU16(header, 4);
   if (version != kProtocolVersion) {
-    return InvalidArgument("peer speaks protocol version " + std::to_string(version) +
+    return FailedPrecondition("peer speaks protocol version " + std::to_string(version) +
                            ", this build speaks " + std::to_string(kProtocolVersion) +
                            "; run the same kfleet release on both sides");
   }

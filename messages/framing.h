@@ -133,7 +133,9 @@ class DecodedMessage {
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
 };
 
-// Checks both frames against the limits. A bad header or body size is InvalidArgument, a body over
+// Checks both frames against the limits. A frame of another protocol version is
+// FailedPrecondition (the peer must be upgraded, retrying will not help); a bad header or body
+// size is InvalidArgument, a body over
 // max_body_bytes is ResourceExhausted, a body that is not a valid message of the header's type is
 // Corruption. Never throws.
 [[nodiscard]] Result<DecodedMessage> Decode(std::string_view header, std::string_view body,

@@ -304,7 +304,7 @@ TEST_F(FramingHeaderTest, WrongVersionNamesBothVersions) {
   std::string header = frames_.header;
   header[4] = 2;
   const Status status = DecodeWithHeader(header);
-  EXPECT_EQ(status.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(status.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(status.message().find("version 2"), std::string::npos) << status.message();
   EXPECT_NE(status.message().find("speaks 1"), std::string::npos) << status.message();
 }
