@@ -3,8 +3,24 @@
 
 #include <CLI/CLI.hpp>
 
+#include <memory>
+
+#include "cli/client.h"
+
 namespace kfleet::cli {
 
+// --coordinator, --credentials, --cli-config and --timeout-ms on the root app; the commands that
+// talk to kfleetd read them when they run.
+std::shared_ptr<const ClientFlags> AddClientFlags(CLI::App& app);
+// A client for the coordinator the flags resolve to; a bad setting ends the command.
+Client ConnectOrExit(const ClientFlags& flags);
+
 void RegisterBenchCommands(CLI::App& app);
+// kfleet nodes [invite|drain|remove|revoke NAME]
+void RegisterNodeCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
+// kfleet status | show JOB | cancel JOB | watch JOB
+void RegisterJobCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
+// kfleet diag echo
+void RegisterDiagCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
 
 }  // namespace kfleet::cli

@@ -13,6 +13,12 @@ int main(int argc, char** argv) {
   CLI::App app{"kfleet: generate faster kernels for whole models on a fleet of GPU and CPU nodes"};
   app.set_version_flag("--version", std::string("kfleet ") + KFLEET_VERSION);
   app.require_subcommand(1);
+  // Global flags such as --coordinator may also follow the subcommand.
+  app.fallthrough();
+  auto client_flags = kfleet::cli::AddClientFlags(app);
+  kfleet::cli::RegisterNodeCommands(app, client_flags);
+  kfleet::cli::RegisterJobCommands(app, client_flags);
+  kfleet::cli::RegisterDiagCommands(app, client_flags);
   kfleet::cli::RegisterBenchCommands(app);
   try {
     app.parse(argc, argv);

@@ -113,7 +113,7 @@ struct NodeInfo {
   capabilities @2 :Protocol.Capabilities;
   slotsUsed @3 :Protocol.Slots;     # slots taken by running tasks
   lastHeartbeatUs @4 :Int64;        # microseconds since the Unix epoch
-  address @5 :Text;                 # peer address as ZeroMQ reports it
+  address @5 :Text;                 # the node's hostname, as its worker reported it
 }
 
 struct NodesRequest {}
