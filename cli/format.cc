@@ -293,4 +293,29 @@ json EventJson(msg::Event::Reader event) {
           {"data", std::move(data)}};
 }
 
+nlohmann::json CountersJson(msg::CoordinatorCounters::Reader counters) {
+  return {{"worker_messages", counters.getWorkerMessages()},
+          {"client_messages", counters.getClientMessages()},
+          {"malformed_dropped", counters.getMalformedDropped()},
+          {"version_mismatches", counters.getVersionMismatches()},
+          {"send_failures", counters.getSendFailures()},
+          {"failed_batches", counters.getFailedBatches()},
+          {"nodes_connected", counters.getNodesConnected()},
+          {"leases", counters.getLeases()},
+          {"started_us", counters.getStartedUs()}};
+}
+
+std::string CountersLine(msg::CoordinatorCounters::Reader counters) {
+  std::string line = "coordinator: " + std::to_string(counters.getNodesConnected()) +
+                     " node(s) connected, " + std::to_string(counters.getLeases()) +
+                     " task(s) running";
+  if (counters.getMalformedDropped() > 0) {
+    line += ", " + std::to_string(counters.getMalformedDropped()) + " malformed message(s) dropped";
+  }
+  if (counters.getFailedBatches() > 0) {
+    line += ", " + std::to_string(counters.getFailedBatches()) + " failed transaction(s)";
+  }
+  return line + "\n";
+}
+
 }  // namespace kfleet::cli

@@ -47,4 +47,9 @@ nlohmann::json KernelJson(msg::KernelJobSummary::Reader kernel);
 // The data is parsed into JSON; data that is not valid JSON stays a string.
 nlohmann::json EventJson(msg::Event::Reader event);
 
+// The coordinator's counters from a StatusReply: JSON, and one line for people (with what was
+// dropped only when something was).
+nlohmann::json CountersJson(msg::CoordinatorCounters::Reader counters);
+std::string CountersLine(msg::CoordinatorCounters::Reader counters);
+
 }  // namespace kfleet::cli

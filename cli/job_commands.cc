@@ -36,14 +36,18 @@ void ShowStatus(const ClientFlags& flags, bool as_json) {
   ExitOnError(reply.status());
   auto jobs = reply->root.getJobs();
 
+  msg::CoordinatorCounters::Reader counters = reply->root.getCoordinator();
   if (as_json) {
     nlohmann::json out = nlohmann::json::array();
     for (msg::JobSummary::Reader job : jobs) out.push_back(JobJson(job));
-    std::cout << nlohmann::json{{"jobs", std::move(out)}}.dump(2) << "\n";
+    std::cout << nlohmann::json{{"jobs", std::move(out)}, {"coordinator", CountersJson(counters)}}
+                     .dump(2)
+              << "\n";
     return;
   }
+  const std::string footer = CountersLine(counters);
   if (jobs.size() == 0) {
-    std::cout << "no jobs yet: start one with `kfleet diag echo --tasks 100`\n";
+    std::cout << "no jobs yet: start one with `kfleet diag echo --tasks 100`\n" << footer;
     return;
   }
   const int64_t now_us = SystemClock().NowUs();
@@ -56,7 +60,7 @@ void ShowStatus(const ClientFlags& flags, bool as_json) {
                     std::to_string(progress.getTasksFailed()),
                     std::to_string(progress.getRetries()), FormatAge(now_us, job.getCreatedUs())});
   }
-  std::cout << FormatTable(rows);
+  std::cout << FormatTable(rows) << footer;
 }
 
 void ShowJob(const ClientFlags& flags, uint64_t job_id, bool as_json) {

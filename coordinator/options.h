@@ -12,6 +12,9 @@
 
 namespace kfleet::coordinator {
 
+// The longest a worker waits between attempts to register (worker/session.h backoff_max_ms).
+inline constexpr int64_t kWorkerBackoffCapMs = 30'000;
+
 struct CoordinatorOptions {
   std::filesystem::path state_dir;            // database, blobs, keys
   std::string listen = "tcp://0.0.0.0:7600";  // workers connect here
@@ -24,7 +27,7 @@ struct CoordinatorOptions {
   int64_t heartbeat_interval_ms = 1000;
   int64_t liveness = 5;          // missed intervals before a worker is lost
   int64_t lease_ms = 0;          // 0: liveness x interval
-  int64_t recovery_grace_ms = 0; // 0: 2 x liveness x interval
+  int64_t recovery_grace_ms = 0; // 0: 2 x liveness x interval + the worker's 30 s backoff cap
   int64_t max_attempts = 3;
   int64_t aging_ms = 60'000;     // a queued task gains one priority level per aging_ms waited
 
@@ -33,8 +36,11 @@ struct CoordinatorOptions {
   log::LogOptions log;
 
   int64_t LeaseMs() const { return lease_ms > 0 ? lease_ms : liveness * heartbeat_interval_ms; }
+  // Long enough for a worker that was backing off (up to 30 s) while kfleetd was down to notice
+  // the restart and reclaim its leases, so finished work is not redone.
   int64_t RecoveryGraceMs() const {
-    return recovery_grace_ms > 0 ? recovery_grace_ms : 2 * liveness * heartbeat_interval_ms;
+    return recovery_grace_ms > 0 ? recovery_grace_ms
+                                 : 2 * liveness * heartbeat_interval_ms + kWorkerBackoffCapMs;
   }
 };
 
