@@ -9,6 +9,7 @@
 
 #include "common/files.h"
 #include "common/subprocess.h"
+#include "tests/test_binaries.h"
 
 namespace kfleet::testing {
 namespace {
@@ -57,7 +58,7 @@ Fleet::~Fleet() {
 void Fleet::StartCoordinator() {
   const std::string listen = worker_endpoint_.empty() ? "tcp://127.0.0.1:0" : worker_endpoint_;
   const std::string api = api_endpoint_.empty() ? "tcp://127.0.0.1:0" : api_endpoint_;
-  std::vector<std::string> argv = {KFLEET_KFLEETD, "--state", state_dir().string(), "--listen",
+  std::vector<std::string> argv = {TestBinary("kfleetd", KFLEET_KFLEETD), "--state", state_dir().string(), "--listen",
                                    listen, "--api", api, "--heartbeat-ms",
                                    std::to_string(kHeartbeatMs), "--liveness",
                                    std::to_string(kLiveness)};
@@ -92,7 +93,7 @@ void Fleet::StartCoordinator() {
 
 CliResult Fleet::Cli(const std::vector<std::string>& args, int timeout_ms) {
   ProcessSpec spec;
-  spec.argv = {KFLEET_CLI};
+  spec.argv = {TestBinary("kfleet", KFLEET_CLI)};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   spec.env = {"KFLEET_CLI_CONFIG=" + (state_dir() / "cli.yaml").string(),
               "HOME=" + (dir_ / "home").string()};
@@ -127,7 +128,7 @@ std::filesystem::path Fleet::AddWorker(const std::string& name, int cpu_slots) {
   for (std::string word; words >> word;) argv.push_back(word);
   EXPECT_EQ(argv.size(), 5u) << command;
   if (argv.size() != 5u || argv[0] != "kfleet-worker") return {};
-  argv[0] = KFLEET_WORKER;
+  argv[0] = TestBinary("kfleet-worker", KFLEET_WORKER);
   argv.insert(argv.end(), {"--cpu-slots", std::to_string(cpu_slots), "--work-dir",
                            (dir_ / "work" / name).string(), "--log-level", "debug"});
   const std::filesystem::path key = reply.value("key_path", std::string());

@@ -497,5 +497,37 @@ TEST(ProbeNodeLiveTest, ThisMachineIsSelfConsistent) {
   }
 }
 
+// On a machine with an NVIDIA driver, the probe must see exactly the GPUs nvidia-smi lists.
+TEST(ProbeNodeLiveTest, FindsEveryNvidiaGpuTheDriverReports) {
+  ProbeOptions options;
+  const std::string smi = FindExecutable("nvidia-smi", ToolSearchDirs(options));
+  if (smi.empty() || !std::filesystem::exists("/dev/nvidiactl")) {
+    GTEST_SKIP() << "no NVIDIA GPU on this machine (no nvidia-smi or /dev/nvidiactl)";
+  }
+  SystemCommandRunner runner;
+  Result<std::string> listed = runner.Run(
+      {smi, "--query-gpu=index,name,memory.total,compute_cap,clocks.max.sm,clocks.max.mem,"
+            "driver_version",
+       "--format=csv,noheader,nounits"},
+      20'000);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  const std::vector<GpuInfo> expected = ParseNvidiaSmiCsv(*listed);
+  ASSERT_FALSE(expected.empty()) << *listed;
+
+  NodeProbe probe = ProbeNode(options);
+  std::vector<GpuInfo> found;
+  for (const GpuInfo& gpu : probe.gpus) {
+    if (gpu.backend == "cuda") found.push_back(gpu);
+  }
+  ASSERT_EQ(found.size(), expected.size()) << Joined(probe.notes);
+  for (size_t i = 0; i < found.size(); ++i) {
+    EXPECT_EQ(found[i].arch, expected[i].arch) << found[i].name;
+    EXPECT_EQ(found[i].arch.rfind("sm_", 0), 0u) << found[i].arch;
+    EXPECT_GT(found[i].compute_units, 0u) << "the driver API reports SM counts";
+    EXPECT_GT(found[i].memory_bytes, uint64_t{1} << 30);
+    EXPECT_NE(found[i].name.find("NVIDIA"), std::string::npos) << found[i].name;
+  }
+}
+
 }  // namespace
 }  // namespace kfleet::worker

@@ -1,6 +1,8 @@
 #include "worker/task_runner.h"
 
 #include <gtest/gtest.h>
+
+#include "tests/test_binaries.h"
 #include <poll.h>
 #include <signal.h>
 
@@ -49,7 +51,7 @@ std::shared_ptr<WakeupFd> NewWakeup() {
 // The real runner and the real kfleet-worker binary: `run-task` as the worker starts it.
 ProcessExecutorOptions RealBinary() {
   ProcessExecutorOptions options;
-  options.program = KFLEET_WORKER_BINARY;
+  options.program = kfleet::testing::TestBinary("kfleet-worker", KFLEET_WORKER_BINARY);
   return options;
 }
 

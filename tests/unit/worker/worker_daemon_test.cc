@@ -3,6 +3,8 @@
 #include <capnp/message.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
+#include "tests/test_binaries.h"
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -51,7 +53,7 @@ class WorkerDaemonTest : public ::testing::Test {
   }
 
   void Spawn() {
-    const std::vector<std::string> args = {KFLEET_WORKER_BINARY,
+    const std::vector<std::string> args = {kfleet::testing::TestBinary("kfleet-worker", KFLEET_WORKER_BINARY),
                                            "--insecure",
                                            "--name",
                                            "it-1",
