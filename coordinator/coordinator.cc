@@ -75,11 +75,12 @@ std::string AdvertisedEndpoint(const CoordinatorOptions& options, const std::str
 // The CLI finds the coordinator through this file: STATE/cli.yaml always, and
 // ~/.config/kfleet/cli.yaml when the user has none yet.
 Status WriteCliConfig(const std::filesystem::path& state_dir, const std::string& api_endpoint,
-                      const std::string& credentials_path) {
+                      const std::string& credentials_path, bool write_user_config) {
   const std::string text = "# Written by kfleetd: how the kfleet CLI reaches this coordinator.\n"
                            "coordinator: " + api_endpoint + "\n" +
                            "credentials: \"" + credentials_path + "\"\n";
   KF_RETURN_IF_ERROR(WriteFileAtomic(state_dir / "cli.yaml", text, 0600));
+  if (!write_user_config) return Status::Ok();
   const char* home = std::getenv("HOME");
   if (home == nullptr || *home == '\0') return Status::Ok();
   const std::filesystem::path user_config = std::filesystem::path(home) / ".config/kfleet/cli.yaml";
@@ -161,6 +162,9 @@ Status Coordinator::State::Setup() {
   for (zmq::socket_t* socket : {&workers, &clients}) {
     KF_RETURN_IF_ERROR(msg::ConfigureSocket(*socket, limits));
     socket->set(zmq::sockopt::router_mandatory, 1);
+    // A fleet reconnecting at once (after a restart) overflows ZeroMQ's default backlog of 100,
+    // and each refused connection waits a TCP retry (1 s).
+    socket->set(zmq::sockopt::backlog, 4096);
   }
   if (secure) {
     KF_RETURN_IF_ERROR(msg::UseCurveServer(workers, keys->ServerSecretKey(), kWorkersZapDomain));
@@ -175,7 +179,8 @@ Status Coordinator::State::Setup() {
     zap->SetAuthorized(keys->Snapshot());  // admit the local CLI key made just now
     credentials_path = KeyStore::LocalClientFile(options.state_dir).string();
   }
-  KF_RETURN_IF_ERROR(WriteCliConfig(options.state_dir, api_endpoint, credentials_path));
+  KF_RETURN_IF_ERROR(WriteCliConfig(options.state_dir, api_endpoint, credentials_path,
+                                    options.write_user_cli_config));
 
   node_keys = std::make_unique<StoreBackedNodeKeys>(keys ? &*keys : nullptr, zap.get(),
                                                     AdvertisedEndpoint(options, worker_endpoint));

@@ -23,6 +23,9 @@ struct CoordinatorOptions {
   // hostname.
   std::string advertise;
   bool insecure = false;  // NULL mechanism instead of CURVE; loopback and ipc:// only
+  // Also write ~/.config/kfleet/cli.yaml when the user has none; off for throwaway coordinators
+  // (benchmarks) that must not become the CLI's default.
+  bool write_user_cli_config = true;
 
   int64_t heartbeat_interval_ms = 1000;
   int64_t liveness = 5;          // missed intervals before a worker is lost

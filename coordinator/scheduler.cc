@@ -341,7 +341,7 @@ Status Scheduler::OnResult(const std::string& routing_id, msg::TaskResult::Reade
 }
 
 Status Scheduler::EndSession(const std::string& routing_id, NodeState state,
-                             AttemptOutcome outcome, std::string_view reason) {
+                             AttemptOutcome outcome, std::string_view reason, log::Level level) {
   Session* session = SessionFor(routing_id);
   if (session == nullptr) return Status::Ok();
   const int64_t node_id = session->node_id;
@@ -357,7 +357,7 @@ Status Scheduler::EndSession(const std::string& routing_id, NodeState state,
   KF_RETURN_IF_ERROR(store_.nodes().SetState(node_id, state).status());
   KF_RETURN_IF_ERROR(Event(std::nullopt, "node." + std::string(storage::Name(state)),
                            json{{"node", name}, {"reason", reason}}.dump()));
-  log::Warn("worker.session_ended")
+  log::Event(level, "worker.session_ended")
       .Kv("node", name)
       .Kv("state", storage::Name(state))
       .Kv("requeued", static_cast<int64_t>(held.size()))
@@ -372,7 +372,8 @@ Status Scheduler::OnBye(const std::string& routing_id, std::string_view reason) 
   Session* session = SessionFor(routing_id);
   if (session == nullptr) return Status::Ok();
   return EndSession(routing_id, NodeState::kLost, AttemptOutcome::kLost,
-                    "worker '" + session->name + "' stopped: " + std::string(reason));
+                    "worker '" + session->name + "' stopped: " + std::string(reason),
+                    log::Level::kInfo);
 }
 
 Status Scheduler::Tick() {
@@ -395,7 +396,8 @@ Status Scheduler::Tick() {
     const std::string name = sessions_[routing_id].name;
     KF_RETURN_IF_ERROR(EndSession(routing_id, NodeState::kLost, AttemptOutcome::kLost,
                                   "worker '" + name + "' missed " +
-                                      std::to_string(options_.liveness) + " heartbeats"));
+                                      std::to_string(options_.liveness) + " heartbeats",
+                                  log::Level::kWarn));
   }
   std::vector<std::pair<int64_t, Lease>> expired;
   for (const auto& [task_id, lease] : leases_) {
@@ -512,8 +514,10 @@ Status Scheduler::Dispatch() {
 
 Status Scheduler::SettleJobs() {
   for (int64_t job_id : std::exchange(unsettled_jobs_, {})) {
+    // Cheap for a job with work left; the full count runs once, when it may be finished.
+    KF_ASSIGN_OR_RETURN(bool open, store_.tasks().HasOpenTasks(job_id));
+    if (open) continue;
     KF_ASSIGN_OR_RETURN(storage::TaskCounts counts, store_.tasks().CountsByState(job_id));
-    if (counts.queued + counts.leased > 0) continue;
     const storage::JobState state =
         counts.failed > 0 ? storage::JobState::kFailed : storage::JobState::kDone;
     const std::string error =
@@ -559,7 +563,8 @@ Status Scheduler::Remove(const std::string& name, std::string_view reason, bool 
     } else {
       outbox_.Add<msg::Bye>(Channel::kWorkers, routing_id).setReason(std::string(reason));
     }
-    return EndSession(routing_id, NodeState::kRemoved, AttemptOutcome::kLost, reason);
+    return EndSession(routing_id, NodeState::kRemoved, AttemptOutcome::kLost, reason,
+                      log::Level::kInfo);
   }
   // Not connected: leases it held across a restart are requeued now rather than after the grace.
   std::vector<std::pair<int64_t, Lease>> held;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "coordinator/outbox.h"
 #include "messages/protocol.capnp.h"
@@ -122,9 +123,11 @@ class Scheduler {
   Session* SessionFor(const std::string& routing_id);
   Session* SessionNamed(const std::string& name);
   void Reject(const std::string& routing_id, msg::RejectReason reason, const std::string& text);
-  // Ends a session: its leases are requeued with `reason`, the node marked `state`.
+  // Ends a session: its leases are requeued with `reason`, the node marked `state`. `level`: a
+  // lost worker is a warning, a goodbye or an operator's removal is not.
   [[nodiscard]] Status EndSession(const std::string& routing_id, storage::NodeState state,
-                                  storage::AttemptOutcome outcome, std::string_view reason);
+                                  storage::AttemptOutcome outcome, std::string_view reason,
+                                  log::Level level);
   void ReleaseSlot(const Lease& lease);
   // Ends one attempt that did not succeed; records a retry or the final failure.
   [[nodiscard]] Status FailAttempt(int64_t task_id, const Lease& lease,

@@ -354,6 +354,14 @@ Result<TaskCounts> TaskRepo::CountsByState(int64_t job_id) {
   }
 }
 
+Result<bool> TaskRepo::HasOpenTasks(int64_t job_id) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    SELECT 1 FROM tasks WHERE job_id = ?1 AND state IN ('queued', 'leased') LIMIT 1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(job_id));
+  return stmt.Step();
+}
+
 Result<int64_t> TaskRepo::RetryCount(int64_t job_id) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id

@@ -129,6 +129,8 @@ class TaskRepo {
   [[nodiscard]] Result<TaskRow> Get(int64_t task_id);
   [[nodiscard]] Result<std::vector<TaskRow>> ListByJob(int64_t job_id);
   [[nodiscard]] Result<TaskCounts> CountsByState(int64_t job_id);
+  // Whether any task of the job is still queued or leased (an index probe, not a count).
+  [[nodiscard]] Result<bool> HasOpenTasks(int64_t job_id);
   // Attempts of the job's tasks that ended and were followed by another attempt.
   [[nodiscard]] Result<int64_t> RetryCount(int64_t job_id);
   [[nodiscard]] Result<std::vector<TaskAttemptRow>> Attempts(int64_t task_id);
