@@ -227,7 +227,7 @@ Status Client::State::HandshakeFailed(uint16_t event, uint32_t value) const {
   }
   if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH && !credentials.has_value()) {
     return PermissionDenied(at +
-                            " requires CurveZMQ credentials and none were given: pass "
+                            " uses CurveZMQ, so it requires credentials and none were given: pass "
                             "--credentials STATE/client.key or --cli-config STATE/cli.yaml "
                             "(kfleetd writes both)");
   }
@@ -251,11 +251,19 @@ Status Client::State::NoAnswer(int64_t waited_ms) const {
     message += "; something at " + endpoint +
                " accepted the connection but did not answer: if it is kfleetd, its log says "
                "what keeps it busy";
+  } else if (connected && !credentials.has_value()) {
+    message +=
+        "; a connection was made but the handshake did not finish: if the coordinator uses "
+        "CurveZMQ it requires credentials: pass --credentials STATE/client.key or --cli-config "
+        "STATE/cli.yaml";
   } else if (connected && credentials.has_value()) {
+    // Which side notices a security mismatch first is a race, so this may be a coordinator
+    // running --insecure that closed the connection before saying why.
     message +=
         "; a connection was made but the CurveZMQ handshake did not finish: are the "
         "credentials in " +
-        credentials_file.string() + " for this coordinator?";
+        credentials_file.string() +
+        " for this coordinator, and does it run with CurveZMQ (not --insecure)?";
   }
   return Unavailable(message);
 }
