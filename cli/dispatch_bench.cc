@@ -23,6 +23,7 @@
 #include "cli/format.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/temp_dir.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/options.h"
 #include "messages/api.capnp.h"
@@ -78,34 +79,6 @@ Status ValidateOptions(const DispatchBenchOptions& options) {
   return Status::Ok();
 }
 
-// A fresh directory under `parent`, removed with its contents when this goes out of scope.
-class ScratchDir {
- public:
-  static Result<ScratchDir> Create(std::filesystem::path parent) {
-    if (parent.empty()) {
-      const char* tmpdir = std::getenv("TMPDIR");
-      parent = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
-    }
-    std::string pattern = (parent / "kfleet-bench-dispatch-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) return ErrnoError("mkdtemp " + pattern, errno);
-    return ScratchDir(pattern);
-  }
-  ScratchDir(ScratchDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
-  ScratchDir& operator=(ScratchDir&&) = delete;
-  ~ScratchDir() {
-    if (path_.empty()) return;
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-    if (error) {
-      log::Warn("bench.cleanup_failed").Kv("dir", path_.string()).Kv("error", error.message());
-    }
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  explicit ScratchDir(std::filesystem::path path) : path_(std::move(path)) {}
-  std::filesystem::path path_;
-};
 
 // Every worker and its coordinator-side connection take file descriptors; the soft limit is
 // raised up to the hard one when that is not enough.
@@ -254,7 +227,7 @@ class DispatchBench {
 
   DispatchBenchOptions options_;
   Clock& clock_ = SystemClock();
-  std::optional<ScratchDir> scratch_;
+  std::optional<TempDir> scratch_;
   std::unique_ptr<coordinator::Coordinator> coordinator_;
   std::atomic<bool> coordinator_stop_{false};
   std::atomic<bool> coordinator_ended_{false};
@@ -458,7 +431,7 @@ Result<Answer<msg::StatusReply>> DispatchBench::AwaitJob(Client& client, uint64_
 Result<DispatchBenchReport> DispatchBench::Run() {
   KF_RETURN_IF_ERROR(ValidateOptions(options_));
   KF_RETURN_IF_ERROR(RaiseFileLimit(options_.workers));
-  KF_ASSIGN_OR_RETURN(ScratchDir scratch, ScratchDir::Create(options_.scratch_parent));
+  KF_ASSIGN_OR_RETURN(TempDir scratch, TempDir::Create("kfleet-bench-dispatch", options_.scratch_parent));
   scratch_.emplace(std::move(scratch));
 
   DispatchBenchReport report;

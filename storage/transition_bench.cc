@@ -9,39 +9,12 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/temp_dir.h"
 #include "storage/store.h"
 
 namespace kfleet::storage {
 namespace {
 
-// A fresh directory under `parent`, removed when this goes out of scope.
-class ScratchDir {
- public:
-  static Result<ScratchDir> Create(std::filesystem::path parent) {
-    if (parent.empty()) {
-      const char* tmpdir = std::getenv("TMPDIR");
-      parent = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
-    }
-    std::string pattern = (parent / "kfleet-bench-store-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) return ErrnoError("mkdtemp " + pattern, errno);
-    return ScratchDir(pattern);
-  }
-  ScratchDir(ScratchDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
-  ScratchDir& operator=(ScratchDir&&) = delete;
-  ~ScratchDir() {
-    if (path_.empty()) return;
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-    if (error) {
-      log::Warn("bench.cleanup_failed").Kv("dir", path_.string()).Kv("error", error.message());
-    }
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  explicit ScratchDir(std::filesystem::path path) : path_(std::move(path)) {}
-  std::filesystem::path path_;
-};
 
 // One run in a fresh database: enqueue `tasks` (untimed), then time lease + complete of each,
 // committing every `per_txn` transitions.
@@ -121,7 +94,7 @@ Result<TransitionBenchReport> RunTransitionBench(const TransitionBenchOptions& o
     return InvalidArgument("bench store: batch size must be >= 1, got " +
                            std::to_string(options.batch_size));
   }
-  KF_ASSIGN_OR_RETURN(ScratchDir scratch, ScratchDir::Create(options.state_dir));
+  KF_ASSIGN_OR_RETURN(TempDir scratch, TempDir::Create("kfleet-bench-store", options.state_dir));
   TransitionBenchReport report;
   report.tasks = options.tasks;
   report.batch_size = options.batch_size;

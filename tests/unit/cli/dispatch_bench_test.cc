@@ -9,31 +9,12 @@
 #include <system_error>
 
 #include "common/log.h"
+#include "tests/unit/storage/test_util.h"
 
 namespace kfleet::cli {
 namespace {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const char* tmpdir = std::getenv("TMPDIR");
-    const std::filesystem::path parent = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
-    std::string pattern = (parent / "kfleet-dispatch-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-    EXPECT_FALSE(path_.empty()) << "mkdtemp " << pattern << " failed";
-  }
-  ~TempDir() {
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using storage::testing::TempDir;
 
 TEST(DispatchBenchTest, EveryTaskCompletesExactlyOnce) {
   log::SetLevel(log::Level::kWarn);  // the sessions log every task at info

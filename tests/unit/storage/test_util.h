@@ -5,10 +5,12 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <system_error>
 
 #include "common/status.h"
+#include "common/temp_dir.h"
 
 namespace kfleet::storage::testing {
 
@@ -16,23 +18,17 @@ namespace kfleet::storage::testing {
 class TempDir {
  public:
   TempDir() {
-    const char* tmpdir = std::getenv("TMPDIR");
-    std::filesystem::path parent = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
-    std::string pattern = (parent / "kfleet-storage-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-    EXPECT_FALSE(path_.empty()) << "mkdtemp " << pattern << " failed";
+    Result<kfleet::TempDir> dir = kfleet::TempDir::Create("kfleet-test");
+    EXPECT_TRUE(dir.ok()) << dir.status().ToString();
+    if (dir.ok()) dir_.emplace(std::move(dir).value());
   }
-  ~TempDir() {
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
+  const std::filesystem::path& path() const {
+    static const std::filesystem::path kNone;
+    return dir_.has_value() ? dir_->path() : kNone;
   }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
 
  private:
-  std::filesystem::path path_;
+  std::optional<kfleet::TempDir> dir_;
 };
 
 inline const Status& StatusOf(const Status& status) { return status; }
