@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <zmq.hpp>
@@ -124,6 +125,7 @@ struct Coordinator::State {
 
   Status Setup();
   Status HandleWorker(msg::PeerMessage& in);
+  bool IsAuthorizedWorker(const std::string& name) const;
   void HandleClient(msg::PeerMessage& in);
   void NoteMalformed(const Status& error);
   void Flush();
@@ -190,6 +192,11 @@ Status Coordinator::State::Setup() {
   return store->Batch([&] { return scheduler.Recover(); });
 }
 
+bool Coordinator::State::IsAuthorizedWorker(const std::string& name) const {
+  const std::vector<std::string> names = keys->WorkerNames();
+  return std::binary_search(names.begin(), names.end(), name);
+}
+
 void Coordinator::State::NoteMalformed(const Status& error) {
   ++stats.malformed_dropped;
   if (stats.malformed_dropped <= kLoggedMalformedFirst || stats.malformed_dropped % 1000 == 0) {
@@ -216,6 +223,14 @@ Status Coordinator::State::HandleWorker(msg::PeerMessage& in) {
   switch (message.type()) {
     case msg::MessageType::REGISTER: {
       KF_ASSIGN_OR_RETURN(auto request, message.Root<msg::Register>());
+      // A connection made before its key was revoked stays open (libzmq cannot close one peer),
+      // so the key is checked again here, not only at the handshake.
+      if (keys.has_value() && !IsAuthorizedWorker(in.user_id)) {
+        msg::Reject::Builder reject = outbox.Add<msg::Reject>(Channel::kWorkers, in.routing_id);
+        reject.setReason(msg::RejectReason::REVOKED);
+        reject.setMessage("the key of '" + in.user_id + "' is no longer authorized");
+        return Status::Ok();
+      }
       return scheduler.OnRegister(in.routing_id, in.user_id, request);
     }
     case msg::MessageType::HEARTBEAT: {

@@ -259,6 +259,36 @@ TEST(FleetTest, BadPeersAreRefusedOrDroppedAndTheCoordinatorKeepsServing) {
       << "the refused handshake is logged";
 }
 
+TEST(FleetTest, ARevokedKeyCannotRegisterAgainOnItsOpenConnection) {
+  Fleet fleet;
+  fleet.StartCoordinator();
+  zmq::context_t context;
+  auto credentials = msg::LoadClientCredentials(fleet.Invite("rogue"));
+  ASSERT_TRUE(credentials.ok()) << credentials.status().ToString();
+  RawPeer peer(context, *credentials, fleet.worker_endpoint());
+  const std::string header = HeaderOf(msg::MessageType::REGISTER, msg::kProtocolVersion);
+  peer.SendParts({header, RegisterBody("rogue")});
+  auto welcome = peer.Next(5000);
+  ASSERT_TRUE(welcome.has_value());
+  EXPECT_TRUE(welcome->message.Is<msg::Welcome>());
+
+  ASSERT_EQ(fleet.Cli({"nodes", "revoke", "rogue"}).exit_code, 0);
+  // The revoke's own Reject arrives first; then a new Register on the same connection is refused.
+  peer.SendParts({header, RegisterBody("rogue")});
+  bool refused_again = false;
+  int rejects = 0;
+  for (int i = 0; i < 10 && !refused_again; ++i) {
+    auto reply = peer.Next(2000);
+    if (!reply.has_value()) break;
+    ASSERT_FALSE(reply->message.Is<msg::Welcome>()) << "a revoked key was admitted again";
+    if (auto reject = reply->message.Root<msg::Reject>(); reject.ok()) {
+      EXPECT_EQ(reject->getReason(), msg::RejectReason::REVOKED);
+      refused_again = ++rejects == 2;
+    }
+  }
+  EXPECT_TRUE(refused_again);
+}
+
 TEST(FleetTest, HangingTasksAreKilledCrashesAreReportedAndTheWorkerStaysHealthy) {
   Fleet fleet;
   fleet.StartCoordinator();
