@@ -7,9 +7,11 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <thread>
 #include <zmq.hpp>
 
+#include "common/temp_dir.h"
 #include "messages/curve.h"
 #include "messages/transport.h"
 
@@ -165,11 +167,10 @@ TEST(ClientTest, BadEndpointIsInvalidArgument) {
 class CurveClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmpdir = std::getenv("TMPDIR");
-    std::filesystem::path parent = (tmpdir != nullptr && *tmpdir != '\0') ? tmpdir : "/tmp";
-    std::string pattern = (parent / "kfleet-cli-curve-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    Result<TempDir> temp = TempDir::Create("kfleet-cli-curve");
+    ASSERT_TRUE(temp.ok()) << temp.status().ToString();
+    temp_.emplace(std::move(temp).value());
+    dir_ = temp_->path();
     Result<msg::CurveKeyPair> server = msg::GenerateCurveKeyPair();
     Result<msg::CurveKeyPair> client = msg::GenerateCurveKeyPair();
     ASSERT_TRUE(server.ok() && client.ok());
@@ -179,11 +180,7 @@ class CurveClientTest : public ::testing::Test {
                     credentials_, {"local", "tcp://127.0.0.1:1", server_.public_key, *client})
                     .ok());
   }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
+  std::optional<TempDir> temp_;  // removed, with everything in it, after TearDown
   std::filesystem::path dir_;
   std::filesystem::path credentials_;
   msg::CurveKeyPair server_;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/ids.h"
+#include "common/temp_dir.h"
 #include "messages/curve.h"
 #include "messages/transport.h"
 #include "worker/echo_task.h"
@@ -76,17 +77,16 @@ std::string Bytes(capnp::Data::Reader data) {
 class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "kfleet-session-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    Result<TempDir> temp = TempDir::Create("kfleet-session");
+    ASSERT_TRUE(temp.ok()) << temp.status().ToString();
+    temp_.emplace(std::move(temp).value());
+    dir_ = temp_->path();
     ASSERT_TRUE(msg::ConfigureSocket(router_, {}).ok());
     router_.bind("tcp://127.0.0.1:*");
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   }
   void TearDown() override {
     session_.reset();
-    std::filesystem::remove_all(dir_);
   }
 
   SessionOptions Options() {
@@ -250,6 +250,7 @@ class SessionTest : public ::testing::Test {
            (std::to_string(key.task_id) + "-" + std::to_string(key.attempt) + ".result");
   }
 
+  std::optional<TempDir> temp_;  // removed, with everything in it, after TearDown
   std::filesystem::path dir_;
   zmq::context_t context_;
   zmq::socket_t router_{context_, zmq::socket_type::router};

@@ -1,8 +1,6 @@
 #include "worker/task_runner.h"
 
 #include <gtest/gtest.h>
-
-#include "tests/test_binaries.h"
 #include <poll.h>
 #include <signal.h>
 
@@ -10,6 +8,7 @@
 #include <thread>
 
 #include "common/ids.h"
+#include "tests/test_binaries.h"
 #include "worker/echo_task.h"
 
 namespace kfleet::worker {

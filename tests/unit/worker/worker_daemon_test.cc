@@ -3,8 +3,6 @@
 #include <capnp/message.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
-
-#include "tests/test_binaries.h"
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -21,7 +19,9 @@
 
 #include "common/files.h"
 #include "common/ids.h"
+#include "common/temp_dir.h"
 #include "messages/transport.h"
+#include "tests/test_binaries.h"
 #include "worker/echo_task.h"
 
 extern char** environ;
@@ -36,10 +36,10 @@ using std::chrono::steady_clock;
 class WorkerDaemonTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "kfleet-daemon-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    Result<TempDir> temp = TempDir::Create("kfleet-daemon");
+    ASSERT_TRUE(temp.ok()) << temp.status().ToString();
+    temp_.emplace(std::move(temp).value());
+    dir_ = temp_->path();
     ASSERT_TRUE(msg::ConfigureSocket(router_, {}).ok());
     router_.bind("tcp://127.0.0.1:*");
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
@@ -49,7 +49,6 @@ class WorkerDaemonTest : public ::testing::Test {
       ::kill(pid_, SIGKILL);
       Reap();
     }
-    std::filesystem::remove_all(dir_);
   }
 
   void Spawn() {
@@ -119,6 +118,7 @@ class WorkerDaemonTest : public ::testing::Test {
     Send<msg::Welcome>(builder);
   }
 
+  std::optional<TempDir> temp_;  // removed, with everything in it, after TearDown
   std::filesystem::path dir_;
   zmq::context_t context_;
   zmq::socket_t router_{context_, zmq::socket_type::router};
