@@ -23,4 +23,9 @@ void RegisterJobCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags
 // kfleet diag echo
 void RegisterDiagCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
 
+// kfleet plan MODEL (no daemon needed)
+void RegisterPlanCommands(CLI::App& app);
+// kfleet calibrate cpu
+void RegisterCalibrateCommands(CLI::App& app);
+
 }  // namespace kfleet::cli

@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   kfleet::cli::RegisterNodeCommands(app, client_flags);
   kfleet::cli::RegisterJobCommands(app, client_flags);
   kfleet::cli::RegisterDiagCommands(app, client_flags);
+  kfleet::cli::RegisterPlanCommands(app);
+  kfleet::cli::RegisterCalibrateCommands(app);
   kfleet::cli::RegisterBenchCommands(app);
   try {
     app.parse(argc, argv);

@@ -12,3 +12,6 @@ pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 find_path(CPPZMQ_INCLUDE_DIR zmq.hpp REQUIRED)
 find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
+# ONNX's exported targets need protobuf's imported targets first.
+find_package(Protobuf REQUIRED)
+find_package(ONNX REQUIRED)

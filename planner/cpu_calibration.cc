@@ -1,0 +1,1 @@
+#include "planner/cpu_calibration.h"

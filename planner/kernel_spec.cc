@@ -1,0 +1,1 @@
+#include "planner/kernel_spec.h"

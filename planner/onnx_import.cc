@@ -1,0 +1,1 @@
+#include "planner/onnx_import.h"

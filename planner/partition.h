@@ -1,0 +1,28 @@
+// Partition: every runtime node goes into exactly one fusion group; no group creates a cycle.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "planner/graph.h"
+
+namespace kfleet::planner {
+
+struct FusionGroup {
+  std::vector<int> nodes;    // node indices, topological order
+  // Kernel family: the anchor ("gemm", "conv", "attention", "layernorm", "rmsnorm", "softmax",
+  // "reduce", "pool", "elementwise", "gather", ...) and its fused epilogue in order
+  // ("gemm+gelu_tanh", "conv+add+relu", "gemm+bias"). "opaque" for unsupported ops, "view" for
+  // groups of views only.
+  std::string family;
+  std::vector<int> inputs;   // values read from outside the group, first use order (no constants)
+  std::vector<int> outputs;  // values used after the group or graph outputs
+  int anchor = -1;           // the node that names the group (the matmul, the softmax, ...)
+  bool opaque = false;       // holds an unsupported op: reported, not optimized
+  bool free = false;         // views only: no kernel runs
+};
+
+Result<std::vector<FusionGroup>> PartitionGraph(const Graph& graph);
+
+}  // namespace kfleet::planner
