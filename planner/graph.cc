@@ -10,32 +10,52 @@ namespace kfleet::planner {
 
 int64_t DTypeBytes(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kF64: return 8;
-    case DType::kI64: return 8;
-    case DType::kI32: return 4;
-    case DType::kI16: return 2;
-    case DType::kI8: return 1;
-    case DType::kU8: return 1;
-    case DType::kBool: return 1;
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
+    case DType::kF64:
+      return 8;
+    case DType::kI64:
+      return 8;
+    case DType::kI32:
+      return 4;
+    case DType::kI16:
+      return 2;
+    case DType::kI8:
+      return 1;
+    case DType::kU8:
+      return 1;
+    case DType::kBool:
+      return 1;
   }
   return 4;
 }
 
 std::string_view DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-    case DType::kF64: return "f64";
-    case DType::kI64: return "i64";
-    case DType::kI32: return "i32";
-    case DType::kI16: return "i16";
-    case DType::kI8: return "i8";
-    case DType::kU8: return "u8";
-    case DType::kBool: return "bool";
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF64:
+      return "f64";
+    case DType::kI64:
+      return "i64";
+    case DType::kI32:
+      return "i32";
+    case DType::kI16:
+      return "i16";
+    case DType::kI8:
+      return "i8";
+    case DType::kU8:
+      return "u8";
+    case DType::kBool:
+      return "bool";
   }
   return "?";
 }
@@ -50,14 +70,14 @@ Result<DType> ParseDType(std::string_view text) {
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   static const std::pair<std::string_view, DType> kNames[] = {
-      {"f32", DType::kF32},    {"fp32", DType::kF32},     {"float32", DType::kF32},
-      {"float", DType::kF32},  {"f16", DType::kF16},      {"fp16", DType::kF16},
-      {"float16", DType::kF16}, {"half", DType::kF16},    {"bf16", DType::kBF16},
-      {"bfloat16", DType::kBF16}, {"f64", DType::kF64},   {"fp64", DType::kF64},
-      {"float64", DType::kF64}, {"double", DType::kF64},  {"i64", DType::kI64},
-      {"int64", DType::kI64},  {"i32", DType::kI32},      {"int32", DType::kI32},
-      {"i16", DType::kI16},    {"int16", DType::kI16},    {"i8", DType::kI8},
-      {"int8", DType::kI8},    {"u8", DType::kU8},        {"uint8", DType::kU8},
+      {"f32", DType::kF32},       {"fp32", DType::kF32},   {"float32", DType::kF32},
+      {"float", DType::kF32},     {"f16", DType::kF16},    {"fp16", DType::kF16},
+      {"float16", DType::kF16},   {"half", DType::kF16},   {"bf16", DType::kBF16},
+      {"bfloat16", DType::kBF16}, {"f64", DType::kF64},    {"fp64", DType::kF64},
+      {"float64", DType::kF64},   {"double", DType::kF64}, {"i64", DType::kI64},
+      {"int64", DType::kI64},     {"i32", DType::kI32},    {"int32", DType::kI32},
+      {"i16", DType::kI16},       {"int16", DType::kI16},  {"i8", DType::kI8},
+      {"int8", DType::kI8},       {"u8", DType::kU8},      {"uint8", DType::kU8},
       {"bool", DType::kBool},
   };
   for (const auto& [name, dtype] : kNames) {
@@ -72,41 +92,67 @@ Result<DType> ParseDType(std::string_view text) {
 Result<DType> DTypeFromOnnx(int32_t onnx_elem_type) {
   // TensorProto.DataType numbering from onnx.proto.
   switch (onnx_elem_type) {
-    case 1: return DType::kF32;
-    case 2: return DType::kU8;
-    case 3: return DType::kI8;
-    case 5: return DType::kI16;
-    case 6: return DType::kI32;
-    case 7: return DType::kI64;
-    case 9: return DType::kBool;
-    case 10: return DType::kF16;
-    case 11: return DType::kF64;
-    case 16: return DType::kBF16;
-    case 0: return InvalidArgument("tensor element type is UNDEFINED");
-    case 4: return InvalidArgument("tensor element type UINT16 is not supported");
-    case 8: return InvalidArgument("tensor element type STRING is not supported");
-    case 12: return InvalidArgument("tensor element type UINT32 is not supported");
-    case 13: return InvalidArgument("tensor element type UINT64 is not supported");
+    case 1:
+      return DType::kF32;
+    case 2:
+      return DType::kU8;
+    case 3:
+      return DType::kI8;
+    case 5:
+      return DType::kI16;
+    case 6:
+      return DType::kI32;
+    case 7:
+      return DType::kI64;
+    case 9:
+      return DType::kBool;
+    case 10:
+      return DType::kF16;
+    case 11:
+      return DType::kF64;
+    case 16:
+      return DType::kBF16;
+    case 0:
+      return InvalidArgument("tensor element type is UNDEFINED");
+    case 4:
+      return InvalidArgument("tensor element type UINT16 is not supported");
+    case 8:
+      return InvalidArgument("tensor element type STRING is not supported");
+    case 12:
+      return InvalidArgument("tensor element type UINT32 is not supported");
+    case 13:
+      return InvalidArgument("tensor element type UINT64 is not supported");
     case 14:
-    case 15: return InvalidArgument("complex tensor element types are not supported");
+    case 15:
+      return InvalidArgument("complex tensor element types are not supported");
     default:
-      return InvalidArgument(fmt::format("tensor element type {} is not supported",
-                                         onnx_elem_type));
+      return InvalidArgument(
+          fmt::format("tensor element type {} is not supported", onnx_elem_type));
   }
 }
 
 int32_t DTypeToOnnx(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 1;
-    case DType::kU8: return 2;
-    case DType::kI8: return 3;
-    case DType::kI16: return 5;
-    case DType::kI32: return 6;
-    case DType::kI64: return 7;
-    case DType::kBool: return 9;
-    case DType::kF16: return 10;
-    case DType::kF64: return 11;
-    case DType::kBF16: return 16;
+    case DType::kF32:
+      return 1;
+    case DType::kU8:
+      return 2;
+    case DType::kI8:
+      return 3;
+    case DType::kI16:
+      return 5;
+    case DType::kI32:
+      return 6;
+    case DType::kI64:
+      return 7;
+    case DType::kBool:
+      return 9;
+    case DType::kF16:
+      return 10;
+    case DType::kF64:
+      return 11;
+    case DType::kBF16:
+      return 16;
   }
   return 0;
 }
@@ -121,10 +167,14 @@ std::string ShapeToString(const Shape& shape) { return fmt::format("[{}]", fmt::
 
 std::string_view ValueKindName(ValueKind kind) {
   switch (kind) {
-    case ValueKind::kActivation: return "activation";
-    case ValueKind::kInput: return "input";
-    case ValueKind::kWeight: return "weight";
-    case ValueKind::kConstant: return "constant";
+    case ValueKind::kActivation:
+      return "activation";
+    case ValueKind::kInput:
+      return "input";
+    case ValueKind::kWeight:
+      return "weight";
+    case ValueKind::kConstant:
+      return "constant";
   }
   return "?";
 }

@@ -41,7 +41,7 @@ Result<DType> DTypeFromOnnx(int32_t onnx_elem_type);
 int32_t DTypeToOnnx(DType dtype);
 
 using Shape = std::vector<int64_t>;
-int64_t NumElements(const Shape& shape);  // 1 for a scalar
+int64_t NumElements(const Shape& shape);        // 1 for a scalar
 std::string ShapeToString(const Shape& shape);  // "[1,128,768]", "[]" for a scalar
 
 // Values known at plan time: small initializers, Constant nodes and folded shape arithmetic.
@@ -72,11 +72,14 @@ struct Value {
   Shape shape;
   bool has_shape = false;
   ValueKind kind = ValueKind::kActivation;
-  std::optional<ConstantData> constant;       // set exactly when kind == kConstant
+  std::optional<ConstantData> constant;         // set exactly when kind == kConstant
   std::shared_ptr<const std::string> raw_data;  // inline initializer bytes (little-endian), if any
-  std::optional<ExternalData> external;       // external initializer bytes, if any
-  int producer = -1;                          // node index; -1 for inputs, weights, constants
-  std::vector<int> consumers;                 // node indices, ascending, one entry per use
+  std::optional<ExternalData> external;         // external initializer bytes, if any
+  // The dtype raw_data / external bytes are stored in; differs from `dtype` after
+  // ImportOptions::compute_dtype converted the plan, and a loader must convert.
+  DType data_dtype = DType::kF32;
+  int producer = -1;           // node index; -1 for inputs, weights, constants
+  std::vector<int> consumers;  // node indices, ascending, one entry per use
 };
 
 // ONNX attributes the planner keeps. A tensor attribute (Constant's `value`) is turned into a
@@ -87,7 +90,7 @@ using AttributeValue =
 struct Node {
   std::string name;  // the model's node name, or "<op_type>_<index>" when the model has none
   std::string op_type;
-  std::string domain;  // "" for the default ONNX domain
+  std::string domain;        // "" for the default ONNX domain
   std::vector<int> inputs;   // value ids; -1 marks an omitted optional input
   std::vector<int> outputs;  // value ids; -1 marks an omitted optional output
   std::map<std::string, AttributeValue> attributes;
@@ -106,15 +109,15 @@ struct Node {
 };
 
 struct Graph {
-  std::string name;           // graph name from the model
-  std::string producer;       // "pytorch 2.11", from producer_name / producer_version
+  std::string name;      // graph name from the model
+  std::string producer;  // "pytorch 2.11", from producer_name / producer_version
   int64_t ir_version = 0;
-  int64_t opset = 0;          // opset of the default ("" / "ai.onnx") domain
+  int64_t opset = 0;  // opset of the default ("" / "ai.onnx") domain
   std::vector<Value> values;
-  std::vector<Node> nodes;    // runtime nodes in topological order; folded nodes are gone
-  std::vector<int> inputs;    // runtime graph inputs (kind kInput) and weight inputs, model order
-  std::vector<int> outputs;   // graph outputs, model order
-  int64_t folded_nodes = 0;   // nodes evaluated at plan time (shape arithmetic, Constant)
+  std::vector<Node> nodes;   // runtime nodes in topological order; folded nodes are gone
+  std::vector<int> inputs;   // runtime graph inputs (kind kInput) and weight inputs, model order
+  std::vector<int> outputs;  // graph outputs, model order
+  int64_t folded_nodes = 0;  // nodes evaluated at plan time (shape arithmetic, Constant)
 
   // -1 when no value has that name.
   int FindValue(std::string_view value_name) const;

@@ -16,8 +16,8 @@ namespace kfleet::planner {
 struct ImportOptions {
   // Bindings for symbolic dimensions ("batch" -> 8), from `--dim NAME=VALUE`.
   std::map<std::string, int64_t> dims;
-  // When set, every floating tensor (inputs, weights, activations, Cast targets) becomes this dtype:
-  // the precision the model will run in on the target.
+  // When set, every floating tensor (inputs, weights, activations, Cast targets) becomes this
+  // dtype: the precision the model will run in on the target.
   std::optional<DType> compute_dtype;
   // Shape arithmetic whose result has more elements than this stays a runtime node.
   int64_t max_fold_elements = 1 << 16;
