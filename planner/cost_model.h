@@ -55,9 +55,9 @@ class DeviceCatalog {
 
 struct OpCost {
   double flops = 0;
-  double bytes = 0;      // this node alone: every input read once, every output written once
-  bool matrix = false;   // runs on matrix units (MatMul, Gemm, Conv, ConvTranspose)
-  bool free = false;     // a view or metadata op: no kernel, no time (Reshape, Squeeze, Shape...)
+  double bytes = 0;     // this node alone: every input read once, every output written once
+  bool matrix = false;  // runs on matrix units (MatMul, Gemm, Conv, ConvTranspose)
+  bool free = false;    // a view or metadata op: no kernel, no time (Reshape, Squeeze, Shape...)
   DType dtype = DType::kF32;  // the dtype that picks the peak rate
 };
 
@@ -72,6 +72,7 @@ double SpeedOfLightSeconds(const DeviceModel& device, const OpCost& cost);
 
 // What an eager framework spends on these nodes unfused: each non-free node is one kernel at the
 // baseline efficiencies plus one launch overhead.
-double BaselineSeconds(const DeviceModel& device, const Graph& graph, const std::vector<int>& nodes);
+double BaselineSeconds(const DeviceModel& device, const Graph& graph,
+                       const std::vector<int>& nodes);
 
 }  // namespace kfleet::planner
