@@ -19,7 +19,10 @@ struct TensorSpec {
 };
 
 struct KernelSpec {
-  std::string name;    // readable and stable: "gemm+gelu_tanh 128x768x3072 f32"
+  // Readable and stable: "gemm+gelu_tanh 128x768x3072 f32" (M x K x N, a batch in front when
+  // both operands are activations), "conv+relu 8x64x56x56 w64x64x3x3 s2x2 f32" (input, weight,
+  // strides when not 1), else the anchor's input shape ("attention 1x12x128x64 f32": Q).
+  std::string name;
   std::string family;
   std::vector<std::string> op_types;  // the subgraph's ops in order
   std::vector<TensorSpec> inputs;
@@ -27,8 +30,8 @@ struct KernelSpec {
   std::string onnx_model;  // serialized onnx::ModelProto of the standalone subgraph
   // Filled by the ranker from the target's cost model (see rank.h).
   double flops = 0;
-  double bytes = 0;        // fused minimum
-  std::string hash;        // SHA-256 hex of the canonical form (names and node names excluded)
+  double bytes = 0;  // fused minimum
+  std::string hash;  // SHA-256 hex of the canonical form (names and node names excluded)
 };
 
 Result<KernelSpec> BuildKernelSpec(const Graph& graph, const FusionGroup& group);
