@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, and runs a kfleet fleet on this machine: a coordinator, two
-# workers joined with CurveZMQ keys, a diagnostic job with injected failures, and a coordinator
-# killed with SIGKILL mid-job and restarted. Everything lives in a temporary directory, removed at
+# Installs dependencies, builds, plans the bundled GPT-2 small export (kernel jobs ranked by
+# Amdahl impact on an H200 and on this CPU), and runs a kfleet fleet on this machine: a
+# coordinator, two workers joined with CurveZMQ keys, a diagnostic job with injected failures, and
+# a coordinator killed with SIGKILL mid-job and restarted. Everything lives in a temporary directory, removed at
 # the end unless KFLEET_DEMO_KEEP=1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +40,12 @@ start_coordinator() {  # [listen api]
   workers_at=$(sed -E 's/.*serving workers on ([^ ]+) and clients on ([^ ]+) .*/\1/' <<<"$serving")
   clients_at=$(sed -E 's/.*serving workers on ([^ ]+) and clients on ([^ ]+) .*/\2/' <<<"$serving")
 }
+
+model="$root/tests/data/models/gpt2-small_b1s128.onnx"
+step "kfleet plan: GPT-2 small (batch 1, 128 tokens) on an H200 in fp16, no daemon needed"
+"$kfleet" plan "$model" --target h200 --dtype fp16 --top 8
+step "kfleet plan: the same model on this machine's CPU (calibrated on first use)"
+"$kfleet" plan "$model" --target cpu --top 5
 
 step "kfleet $("$kfleet" --version | cut -d' ' -f2): start the coordinator (kfleetd) with its state in $demo/state"
 start_coordinator
