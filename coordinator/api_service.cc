@@ -159,8 +159,8 @@ Status ApiService::Handle(const std::string& routing_id, const msg::DecodedMessa
 Status ApiService::Submit(const std::string& routing_id, msg::SubmitRequest::Reader request) {
   if (request.isModel()) {
     return FailedPrecondition(
-        "this coordinator cannot plan models yet: model jobs arrive with the planner. "
-        "`kfleet diag echo` exercises the fleet meanwhile");
+        "this coordinator does not search models yet (that arrives with the CPU kernel search); "
+        "`kfleet plan MODEL.onnx` ranks a model's kernel jobs without a daemon meanwhile");
   }
   msg::EchoSpec::Reader spec = request.getEcho();
   KF_RETURN_IF_ERROR(ValidateEcho(spec));
