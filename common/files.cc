@@ -1,11 +1,13 @@
 #include "common/files.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "common/ids.h"
 
@@ -41,6 +43,37 @@ Status FsyncDir(const std::filesystem::path& dir) {
 
 }  // namespace
 
+Result<MappedFile> MappedFile::Open(const std::filesystem::path& path) {
+  FdCloser fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoError("open " + path.string(), errno);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path.string(), errno);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(path.string() + ": not a regular file");
+  if (st.st_size == 0) return MappedFile(nullptr, 0);
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (addr == MAP_FAILED) return ErrnoError("mmap " + path.string(), errno);
+  // One front-to-back pass follows (parsing): let the kernel read ahead.
+  (void)::madvise(addr, size, MADV_SEQUENTIAL);
+  return MappedFile(addr, size);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : addr_(std::exchange(other.addr_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (addr_ != nullptr) ::munmap(addr_, size_);
+    addr_ = std::exchange(other.addr_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+MappedFile::~MappedFile() {
+  if (addr_ != nullptr) ::munmap(addr_, size_);
+}
+
 Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes) {
   FdCloser fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError("open " + path.string(), errno);
@@ -53,8 +86,10 @@ Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes
   }
   // st_size is only a hint: files under /proc report 0 and still have contents.
   std::string out;
-  // One byte past the limit tells "exactly max_bytes" from "more".
-  out.resize(std::min(std::max<size_t>(static_cast<size_t>(st.st_size), 4096), max_bytes + 1));
+  // One byte past the size lets the read that returns EOF land without growing the buffer (a
+  // 1.5 GiB model would otherwise double it), and past the limit tells "exactly max_bytes" from
+  // "more".
+  out.resize(std::min(std::max<size_t>(static_cast<size_t>(st.st_size) + 1, 4096), max_bytes + 1));
   size_t done = 0;
   while (true) {
     if (done == out.size()) {

@@ -857,10 +857,10 @@ Result<Graph> ImportOnnxBytes(std::string_view bytes, std::string_view display_n
 Result<Graph> ImportOnnxFile(const std::string& path, const ImportOptions& options) {
   const fs::path file(path);
   const std::string display_name = file.filename().string();
-  Result<std::string> bytes = ReadFile(file);
-  if (!bytes.ok()) return bytes.status().WithContext(display_name);
+  Result<MappedFile> mapped = MappedFile::Open(file);
+  if (!mapped.ok()) return mapped.status().WithContext(display_name);
   const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
-  return ImportOnnxBytes(*bytes, display_name, dir, options);
+  return ImportOnnxBytes(mapped->data(), display_name, dir, options);
 }
 
 Result<Graph> ImportOnnxText(std::string_view text, const ImportOptions& options) {

@@ -72,6 +72,26 @@ TEST_F(FilesTest, WriteIntoMissingDirectoryFails) {
   EXPECT_EQ(status.code(), ErrorCode::kIoError);
 }
 
+TEST_F(FilesTest, MappedFileSeesTheContentsAndMovesItsMapping) {
+  std::filesystem::path path = dir_ / "m.bin";
+  std::string bytes(10000, 'x');
+  bytes[9999] = 'y';
+  ASSERT_TRUE(WriteFileAtomic(path, bytes).ok());
+  Result<MappedFile> mapped = MappedFile::Open(path);
+  ASSERT_TRUE(mapped.ok()) << mapped.status().ToString();
+  MappedFile moved = std::move(mapped).value();
+  EXPECT_EQ(moved.data(), bytes);
+
+  ASSERT_TRUE(WriteFileAtomic(dir_ / "empty", "").ok());
+  Result<MappedFile> empty = MappedFile::Open(dir_ / "empty");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->data().empty());
+
+  Result<MappedFile> missing = MappedFile::Open(dir_ / "nope");
+  EXPECT_NE(missing.status().message().find("nope"), std::string::npos);
+  EXPECT_EQ(MappedFile::Open(dir_).status().code(), ErrorCode::kInvalidArgument);
+}
+
 TEST_F(FilesTest, MakeDirsPrivate) {
   std::filesystem::path nested = dir_ / "a" / "b";
   ASSERT_TRUE(MakeDirs(nested, /*private_dir=*/true).ok());
