@@ -294,6 +294,33 @@ std::optional<std::vector<ConstantData>> Where(const FoldContext& c) {
 // undefined is not folded.
 enum class BinaryOp { kAdd, kSub, kMul, kDiv, kMax, kMin, kEq, kLt, kGt, kLe, kGe, kAnd, kOr };
 
+// The ops that mean the same for integers and floating values.
+template <typename T>
+T ApplyOrderOrLogic(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::kMax:
+      return std::max(a, b);
+    case BinaryOp::kMin:
+      return std::min(a, b);
+    case BinaryOp::kEq:
+      return a == b;
+    case BinaryOp::kLt:
+      return a < b;
+    case BinaryOp::kGt:
+      return a > b;
+    case BinaryOp::kLe:
+      return a <= b;
+    case BinaryOp::kGe:
+      return a >= b;
+    case BinaryOp::kAnd:
+      return a != 0 && b != 0;
+    case BinaryOp::kOr:
+      return a != 0 || b != 0;
+    default:
+      return 0;
+  }
+}
+
 std::optional<int64_t> ApplyInt(BinaryOp op, int64_t a, int64_t b) {
   const auto ua = static_cast<uint64_t>(a);
   const auto ub = static_cast<uint64_t>(b);
@@ -307,26 +334,9 @@ std::optional<int64_t> ApplyInt(BinaryOp op, int64_t a, int64_t b) {
     case BinaryOp::kDiv:
       if (b == 0 || (a == std::numeric_limits<int64_t>::min() && b == -1)) return std::nullopt;
       return a / b;
-    case BinaryOp::kMax:
-      return std::max(a, b);
-    case BinaryOp::kMin:
-      return std::min(a, b);
-    case BinaryOp::kEq:
-      return a == b;
-    case BinaryOp::kLt:
-      return a < b;
-    case BinaryOp::kGt:
-      return a > b;
-    case BinaryOp::kLe:
-      return a <= b;
-    case BinaryOp::kGe:
-      return a >= b;
-    case BinaryOp::kAnd:
-      return a != 0 && b != 0;
-    case BinaryOp::kOr:
-      return a != 0 || b != 0;
+    default:
+      return ApplyOrderOrLogic(op, a, b);
   }
-  return std::nullopt;
 }
 
 double ApplyFloat(BinaryOp op, double a, double b) {
@@ -339,26 +349,9 @@ double ApplyFloat(BinaryOp op, double a, double b) {
       return a * b;
     case BinaryOp::kDiv:
       return a / b;
-    case BinaryOp::kMax:
-      return std::max(a, b);
-    case BinaryOp::kMin:
-      return std::min(a, b);
-    case BinaryOp::kEq:
-      return a == b;
-    case BinaryOp::kLt:
-      return a < b;
-    case BinaryOp::kGt:
-      return a > b;
-    case BinaryOp::kLe:
-      return a <= b;
-    case BinaryOp::kGe:
-      return a >= b;
-    case BinaryOp::kAnd:
-      return a != 0 && b != 0;
-    case BinaryOp::kOr:
-      return a != 0 || b != 0;
+    default:
+      return ApplyOrderOrLogic(op, a, b);
   }
-  return 0;
 }
 
 template <BinaryOp kOp>

@@ -31,7 +31,7 @@ Result<std::map<std::string, double>> LoadNodeProfile(const std::string &path, c
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return InvalidArgument(path + ": not valid JSON");
   if (doc.is_object() && doc.contains("traceEvents")) {
-    return MeasuredTimesFromTorchTrace(text, path, graph);
+    return MeasuredTimesFromParsedTorchTrace(doc, path, graph);
   }
   if (!doc.is_object() || !doc.contains("node_us") || !doc["node_us"].is_object()) {
     return InvalidArgument(path +

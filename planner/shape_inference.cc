@@ -325,16 +325,23 @@ int64_t WindowOutput(const Window& w, size_t i, int64_t in, bool ceil_mode) {
   return std::max<int64_t>(0, out);
 }
 
-Status Conv(InferContext& c) {
+// Conv and ConvTranspose: input [N, C, spatial...] and a weight of the same rank.
+Status CheckConvOperands(InferContext& c) {
   KF_RETURN_IF_ERROR(c.RequireInputs(2));
   const Shape& x = c.InShape(0);
   const Shape& w = c.InShape(1);
   if (x.size() < 3 || w.size() != x.size()) {
     return c.Error(
-        fmt::format("needs input [N,C,spatial...] and weight of the same rank, got {} "
-                    "and {}",
+        fmt::format("needs input [N,C,spatial...] and weight of the same rank, got {} and {}",
                     ShapeToString(x), ShapeToString(w)));
   }
+  return Status::Ok();
+}
+
+Status Conv(InferContext& c) {
+  KF_RETURN_IF_ERROR(CheckConvOperands(c));
+  const Shape& x = c.InShape(0);
+  const Shape& w = c.InShape(1);
   int64_t group = c.node().IntAttr("group", 1);
   if (group < 1 || x[1] != w[1] * group || w[0] % group != 0) {
     return c.Error(fmt::format("input channels {} do not match weight {} with group {}", x[1],
@@ -354,15 +361,9 @@ Status Conv(InferContext& c) {
 }
 
 Status ConvTranspose(InferContext& c) {
-  KF_RETURN_IF_ERROR(c.RequireInputs(2));
+  KF_RETURN_IF_ERROR(CheckConvOperands(c));
   const Shape& x = c.InShape(0);
   const Shape& w = c.InShape(1);
-  if (x.size() < 3 || w.size() != x.size()) {
-    return c.Error(
-        fmt::format("needs input [N,C,spatial...] and weight of the same rank, got {} "
-                    "and {}",
-                    ShapeToString(x), ShapeToString(w)));
-  }
   int64_t group = c.node().IntAttr("group", 1);
   if (group < 1 || x[1] != w[0]) {
     return c.Error(fmt::format("input channels {} do not match weight {}", x[1], ShapeToString(w)));

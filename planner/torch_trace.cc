@@ -348,6 +348,11 @@ Result<std::map<std::string, double>> MeasuredTimesFromTorchTrace(std::string_vi
                                                                   const Graph& graph) {
   Json doc = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return InvalidArgument(fmt::format("{}: not valid JSON", display_name));
+  return MeasuredTimesFromParsedTorchTrace(doc, display_name, graph);
+}
+
+Result<std::map<std::string, double>> MeasuredTimesFromParsedTorchTrace(
+    const nlohmann::json& doc, std::string_view display_name, const Graph& graph) {
   auto events = doc.is_object() ? doc.find("traceEvents") : doc.end();
   if (events == doc.end() || !events->is_array()) {
     return InvalidArgument(fmt::format(

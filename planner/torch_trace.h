@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -21,5 +22,8 @@ namespace kfleet::planner {
 Result<std::map<std::string, double>> MeasuredTimesFromTorchTrace(std::string_view json_text,
                                                                   std::string_view display_name,
                                                                   const Graph& graph);
+// The same for a document already parsed.
+Result<std::map<std::string, double>> MeasuredTimesFromParsedTorchTrace(
+    const nlohmann::json& doc, std::string_view display_name, const Graph& graph);
 
 }  // namespace kfleet::planner
