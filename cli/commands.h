@@ -27,5 +27,9 @@ void RegisterDiagCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flag
 void RegisterPlanCommands(CLI::App& app);
 // kfleet calibrate cpu
 void RegisterCalibrateCommands(CLI::App& app);
+// kfleet profile MODEL (no daemon needed)
+void RegisterProfileCommands(CLI::App& app);
+// kfleet eval --spec SPEC --source KERNEL (no daemon needed)
+void RegisterEvalCommands(CLI::App& app);
 
 }  // namespace kfleet::cli

@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   kfleet::cli::RegisterDiagCommands(app, client_flags);
   kfleet::cli::RegisterPlanCommands(app);
   kfleet::cli::RegisterCalibrateCommands(app);
+  kfleet::cli::RegisterProfileCommands(app);
+  kfleet::cli::RegisterEvalCommands(app);
   kfleet::cli::RegisterBenchCommands(app);
   try {
     app.parse(argc, argv);
