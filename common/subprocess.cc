@@ -140,6 +140,8 @@ enum class ChildStep : int32_t {
   kLimitCpu,
   kLimitFileSize,
   kLimitOpenFiles,
+  kLimitProcesses,
+  kLimitCoreDumps,
   kChdir,
   kSignalMask,
   kExec,
@@ -333,6 +335,10 @@ Status PrepareLimits(const ProcessSpec::Limits& limits, std::vector<PreparedLimi
       add(RLIMIT_FSIZE, "RLIMIT_FSIZE", limits.file_size_bytes, 0, ChildStep::kLimitFileSize));
   KF_RETURN_IF_ERROR(
       add(RLIMIT_NOFILE, "RLIMIT_NOFILE", limits.open_files, 0, ChildStep::kLimitOpenFiles));
+  KF_RETURN_IF_ERROR(
+      add(RLIMIT_NPROC, "RLIMIT_NPROC", limits.processes, 0, ChildStep::kLimitProcesses));
+  // Lowering a limit to 0 needs no privilege, so this one skips the clamping above.
+  if (!limits.core_dumps) out->push_back({RLIMIT_CORE, rlimit{0, 0}, ChildStep::kLimitCoreDumps});
   return Status::Ok();
 }
 
@@ -355,6 +361,10 @@ Status StartError(const ProcessSpec& spec, const ChildFailure& failure) {
     case ChildStep::kLimitOpenFiles:
       what += ": limit open files to " + std::to_string(spec.limits.open_files);
       break;
+    case ChildStep::kLimitProcesses:
+      what += ": limit processes to " + std::to_string(spec.limits.processes);
+      break;
+    case ChildStep::kLimitCoreDumps: what += ": disable core dumps"; break;
     case ChildStep::kChdir: what += ": chdir " + spec.cwd.string(); break;
     case ChildStep::kSignalMask: what += ": reset the signal mask"; break;
     case ChildStep::kExec: break;

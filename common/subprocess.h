@@ -34,6 +34,10 @@ struct ProcessSpec {
     uint64_t cpu_seconds = 0;
     uint64_t file_size_bytes = 0;
     uint64_t open_files = 0;
+    // RLIMIT_NPROC counts every process of the child's real UID, not only its descendants, and
+    // root ignores it; eval/sandbox.h's seccomp rule against fork is what stops a kernel forking.
+    uint64_t processes = 0;
+    bool core_dumps = true;  // false: RLIMIT_CORE 0, so a crash leaves no core file behind
   } limits;
 };
 

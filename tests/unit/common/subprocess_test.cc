@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace kfleet {
@@ -35,6 +37,21 @@ bool IsDead(pid_t pid) {
   if (paren == std::string::npos || paren + 2 >= line.size()) return true;
   char state = line[paren + 2];
   return state == 'Z' || state == 'X';
+}
+
+// The soft and hard values of one row of /proc/self/limits as the child sees them, e.g.
+// "Max processes" -> "50 50"; dash's ulimit has no -u, so the test reads the kernel's table.
+std::string ChildLimit(const ProcessSpec& limits_from, const std::string& row) {
+  ProcessSpec spec = limits_from;
+  spec.argv = {"grep", "^" + row + " ", "/proc/self/limits"};
+  Result<ProcessResult> result = SystemProcessRunner().Run(spec);
+  EXPECT_TRUE(result.ok()) << result.status().ToString();
+  if (!result.ok()) return "";
+  std::istringstream fields(result->stdout_bytes.substr(row.size()));
+  std::string soft;
+  std::string hard;
+  fields >> soft >> hard;
+  return soft + " " + hard;
 }
 
 bool BecomesDead(pid_t pid, std::chrono::milliseconds within) {
@@ -268,6 +285,27 @@ TEST_F(SubprocessTest, AppliesResourceLimits) {
   spec.limits.open_files = 64;
   // ulimit reports kilobytes, seconds, 512-byte blocks and a count.
   EXPECT_EQ(MustRun(spec).stdout_bytes, "1048576\n7\n2048\n64\n");
+}
+
+TEST_F(SubprocessTest, LimitsProcessesAndCoreDumps) {
+  ProcessSpec spec;
+  spec.limits.processes = 50;
+  spec.limits.core_dumps = false;
+  EXPECT_EQ(ChildLimit(spec, "Max processes"), "50 50");
+  EXPECT_EQ(ChildLimit(spec, "Max core file size"), "0 0");
+}
+
+TEST_F(SubprocessTest, KeepsProcessAndCoreLimitsByDefault) {
+  const auto text = [](rlim_t value) {
+    return value == RLIM_INFINITY ? std::string("unlimited") : std::to_string(value);
+  };
+  rlimit processes{};
+  rlimit core{};
+  ASSERT_EQ(getrlimit(RLIMIT_NPROC, &processes), 0);
+  ASSERT_EQ(getrlimit(RLIMIT_CORE, &core), 0);
+  EXPECT_EQ(ChildLimit({}, "Max processes"),
+            text(processes.rlim_cur) + " " + text(processes.rlim_max));
+  EXPECT_EQ(ChildLimit({}, "Max core file size"), text(core.rlim_cur) + " " + text(core.rlim_max));
 }
 
 TEST_F(SubprocessTest, FileSizeLimitStopsAWriter) {
