@@ -17,6 +17,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev
   libopenblas-dev
+  libseccomp-dev
 )
 if [ "${1:-}" = "--fuzz" ]; then
   packages+=(clang libclang-rt-14-dev)
