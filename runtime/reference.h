@@ -1,5 +1,7 @@
 // The correctness oracle: a float64 interpreter for every op the planner supports. Simple loops,
-// one thread, no fusion, no cleverness: it has to be obviously right, not fast.
+// no fusion, no cleverness: it has to be obviously right, not fast. Heavy loops split independent
+// output elements over OpenMP threads, each summed in a fixed order, so results are bitwise
+// reproducible.
 #pragma once
 
 #include "common/status.h"

@@ -1,13 +1,13 @@
 #include "runtime/tensor.h"
 
+#include <fmt/format.h>
+
 #include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
-
-#include <fmt/format.h>
 
 #include "common/files.h"
 
@@ -169,7 +169,7 @@ uint16_t FloatToHalf(float value) {
   uint32_t bits = std::bit_cast<uint32_t>(value);
   uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to Inf
   if (abs < 0x38800000u) {
     // Result is subnormal or zero: scale into half's subnormal grid with round to nearest even.
@@ -242,7 +242,7 @@ Result<Tensor> LoadValueTensor(const planner::Value& value) {
     const auto length = static_cast<size_t>(value.external->length);
     if (offset > all.size() || length > all.size() - offset) {
       return Corruption(fmt::format("'{}': external data {} is shorter than offset {} + length {}",
-                                  value.name, value.external->path, offset, length));
+                                    value.name, value.external->path, offset, length));
     }
     external_bytes.assign(all.substr(offset, length));
     bytes = external_bytes;
@@ -252,8 +252,8 @@ Result<Tensor> LoadValueTensor(const planner::Value& value) {
   Tensor stored(value.data_dtype, value.shape);
   if (bytes.size() != stored.bytes()) {
     return Corruption(fmt::format("'{}': {} bytes of data for {}[{}] ({} bytes)", value.name,
-                                bytes.size(), planner::DTypeName(value.data_dtype),
-                                planner::ShapeToString(value.shape), stored.bytes()));
+                                  bytes.size(), planner::DTypeName(value.data_dtype),
+                                  planner::ShapeToString(value.shape), stored.bytes()));
   }
   if (!bytes.empty()) std::memcpy(stored.data(), bytes.data(), bytes.size());
   return ConvertTensor(stored, value.dtype);
