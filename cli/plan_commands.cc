@@ -8,16 +8,18 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "cli/model_flags.h"
 #include "cli/output.h"
 #include "common/files.h"
 #include "planner/cost_model.h"
-#include "planner/cpu_calibration.h"
 #include "planner/plan.h"
+#include "runtime/profile_store.h"
 
 namespace kfleet::cli {
 namespace {
@@ -32,67 +34,14 @@ struct PlanFlags {
   std::string emit_specs;
   int64_t top = 20;
   bool json = false;
+  bool roofline = false;
 };
 
-Result<std::map<std::string, int64_t>> ParseDims(const std::vector<std::string> &dims) {
-  std::map<std::string, int64_t> bound;
-  for (const std::string &d : dims) {
-    size_t eq = d.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == d.size()) {
-      return InvalidArgument(fmt::format("--dim '{}': expected NAME=VALUE, e.g. batch=8", d));
-    }
-    std::string name = d.substr(0, eq);
-    std::string text = d.substr(eq + 1);
-    char *end = nullptr;
-    long long value = std::strtoll(text.c_str(), &end, 10);
-    if (*end != '\0' || value <= 0) {
-      return InvalidArgument(
-          fmt::format("--dim {}: '{}' is not a positive whole number", name, text));
-    }
-    bound[name] = value;
-  }
-  return bound;
-}
-
-// The target device: the built-in catalog, overridden by --devices, and for
-// "cpu" this machine's calibrated rates (measured once, then cached).
-Result<planner::DeviceModel> ResolveTarget(const PlanFlags &flags) {
-  planner::DeviceCatalog catalog = planner::DeviceCatalog::Builtin();
-  if (!flags.devices.empty()) {
-    KF_ASSIGN_OR_RETURN(std::string text, ReadFile(flags.devices));
-    KF_ASSIGN_OR_RETURN(planner::DeviceCatalog extra,
-                        planner::DeviceCatalog::Parse(text, flags.devices));
-    for (const std::string &id : extra.Ids()) {
-      KF_ASSIGN_OR_RETURN(planner::DeviceModel device, extra.Find(id));
-      catalog.Put(std::move(device));
-    }
-  }
-  KF_ASSIGN_OR_RETURN(planner::DeviceModel device, catalog.Find(flags.target));
-  if (flags.target == "cpu" && flags.devices.empty()) {
-    KF_ASSIGN_OR_RETURN(planner::CpuCalibration cal,
-                        planner::LoadOrCalibrateCpu(planner::DefaultCalibrationCachePath(),
-                                                    /*force=*/false));
-    device = planner::CpuDeviceFromCalibration(device, cal);
-  }
-  return device;
-}
-
-// "812 ns", "41.2 us", "3.07 ms", "1.25 s".
-std::string FormatSeconds(double s) {
-  if (s < 1e-6) return fmt::format("{:.0f} ns", s * 1e9);
-  if (s < 1e-3) return fmt::format("{:.1f} us", s * 1e6);
-  if (s < 1) return fmt::format("{:.2f} ms", s * 1e3);
-  return fmt::format("{:.2f} s", s);
-}
-
-// "32.4 GFLOP", "1.2 TFLOP", "512 kFLOP".
-std::string FormatFlops(double flops) {
-  if (flops >= 1e12) return fmt::format("{:.2f} TFLOP", flops / 1e12);
-  if (flops >= 1e9) return fmt::format("{:.2f} GFLOP", flops / 1e9);
-  if (flops >= 1e6) return fmt::format("{:.1f} MFLOP", flops / 1e6);
-  if (flops >= 1e3) return fmt::format("{:.1f} kFLOP", flops / 1e3);
-  return fmt::format("{:.0f} FLOP", flops);
-}
+// Where the plan's measured times came from: --profile, or a profile `kfleet profile` stored.
+struct ProfileUsed {
+  std::string path;
+  std::string measured_at;  // set for a stored profile
+};
 
 nlohmann::json TensorsJson(const std::vector<planner::TensorSpec> &tensors) {
   nlohmann::json out = nlohmann::json::array();
@@ -140,7 +89,8 @@ std::string WhatIfLabel(const planner::WhatIf &w) {
 }
 
 nlohmann::json PlanJson(const PlanFlags &flags, const planner::PlannedModel &planned,
-                        const planner::DeviceModel &device) {
+                        const planner::DeviceModel &device,
+                        const std::optional<ProfileUsed> &profile) {
   const planner::Graph &g = planned.graph;
   const planner::ModelPlan &plan = planned.plan;
   nlohmann::json jobs = nlohmann::json::array();
@@ -172,6 +122,10 @@ nlohmann::json PlanJson(const PlanFlags &flags, const planner::PlannedModel &pla
             {"source", device.source}}},
           {"dtype", flags.dtype.empty() ? "as exported" : flags.dtype},
           {"time_source", planner::TimeSourceName(plan.source)},
+          {"profile", profile ? nlohmann::json(profile->path) : nlohmann::json()},
+          {"profile_measured_at", profile && !profile->measured_at.empty()
+                                      ? nlohmann::json(profile->measured_at)
+                                      : nlohmann::json()},
           {"model_time_us", plan.model_s * 1e6},
           {"flops", plan.model_flops},
           {"unfused_bytes", plan.model_bytes},
@@ -183,7 +137,7 @@ nlohmann::json PlanJson(const PlanFlags &flags, const planner::PlannedModel &pla
 }
 
 void PrintPlan(const PlanFlags &flags, const planner::PlannedModel &planned,
-               const planner::DeviceModel &device) {
+               const planner::DeviceModel &device, const std::optional<ProfileUsed> &profile) {
   const planner::Graph &g = planned.graph;
   const planner::ModelPlan &plan = planned.plan;
   int64_t runtime_inputs = 0;
@@ -206,6 +160,11 @@ void PrintPlan(const PlanFlags &flags, const planner::PlannedModel &planned,
           ? "measured"
           : (plan.measured_nodes > 0 ? "partly measured, the rest roofline estimates"
                                      : "roofline estimate (no profile given)"));
+  if (profile && !profile->measured_at.empty()) {
+    std::cout << fmt::format(
+        "times   measured by kfleet profile on {} ({}; --roofline ignores it)\n",
+        profile->measured_at.substr(0, 10), profile->path);
+  }
   std::cout << fmt::format(
       "jobs    {} kernel jobs from {} fusion groups ({} "
       "view node{} cost nothing), {} opaque\n\n",
@@ -239,16 +198,55 @@ void PrintPlan(const PlanFlags &flags, const planner::PlannedModel &planned,
   }
 }
 
-// Writes each job's standalone ONNX subgraph as DIR/NN-<family>.onnx.
-Status EmitSpecs(const std::string &dir, const planner::ModelPlan &plan) {
+// Writes each job's standalone ONNX subgraph as DIR/NN-<family>.onnx and its metadata (the job
+// as --json shows it, plus the target) as DIR/NN-<family>.json beside it.
+Status EmitSpecs(const std::string &dir, const planner::ModelPlan &plan,
+                 const planner::DeviceModel &device) {
   KF_RETURN_IF_ERROR(MakeDirs(dir));
   for (size_t i = 0; i < plan.jobs.size(); ++i) {
     std::string family = plan.jobs[i].spec.family;
     std::replace(family.begin(), family.end(), '+', '_');
-    KF_RETURN_IF_ERROR(WriteFileAtomic(fmt::format("{}/{:02}-{}.onnx", dir, i + 1, family),
-                                       plan.jobs[i].spec.onnx_model));
+    const std::string stem = fmt::format("{}/{:02}-{}", dir, i + 1, family);
+    KF_RETURN_IF_ERROR(WriteFileAtomic(stem + ".onnx", plan.jobs[i].spec.onnx_model));
+    nlohmann::json meta = JobJson(plan.jobs[i], static_cast<int>(i + 1));
+    meta["target"] = device.id;
+    meta["spec"] = std::filesystem::path(stem + ".onnx").filename().string();
+    KF_RETURN_IF_ERROR(WriteFileAtomic(stem + ".json", meta.dump(2) + "\n"));
   }
   return Status::Ok();
+}
+
+// The profile `kfleet profile` stored for this model, dtype and dims on this CPU, if any. One it
+// cannot read is reported and skipped: the roofline still gives a plan.
+std::optional<ProfileUsed> FindStoredCpuProfile(const PlanFlags &flags,
+                                                const planner::ImportOptions &import,
+                                                const planner::DeviceModel &device,
+                                                const planner::Graph &graph,
+                                                planner::PlanOptions *options) {
+  Result<std::string> sha = runtime::ModelSha256(flags.model);
+  if (!sha.ok()) return std::nullopt;
+  runtime::ProfileKey key;
+  key.model_sha256 = *sha;
+  key.target = "cpu";
+  key.dtype = import.compute_dtype ? std::string(planner::DTypeName(*import.compute_dtype)) : "";
+  key.dims = import.dims;
+  Result<std::optional<runtime::StoredProfile>> stored =
+      runtime::FindStoredProfile(runtime::DefaultProfileDir(), key);
+  if (!stored.ok()) {
+    std::cerr << "kfleet: ignoring the stored profile: " << stored.status().message() << "\n";
+    return std::nullopt;
+  }
+  if (!stored->has_value()) return std::nullopt;
+  const runtime::StoredProfile &profile = **stored;
+  // Measured on another CPU (a shared home directory): its times do not describe this one.
+  if (profile.cpu_model != device.name) return std::nullopt;
+  Result<std::map<std::string, double>> seconds = planner::LoadNodeProfile(profile.path, graph);
+  if (!seconds.ok()) {
+    std::cerr << "kfleet: ignoring the stored profile: " << seconds.status().message() << "\n";
+    return std::nullopt;
+  }
+  options->measured_node_s = *seconds;
+  return ProfileUsed{profile.path, profile.measured_at};
 }
 
 void RunPlan(const PlanFlags &flags) {
@@ -256,35 +254,38 @@ void RunPlan(const PlanFlags &flags) {
   Result<std::map<std::string, int64_t>> dims = ParseDims(flags.dims);
   ExitOnError(dims.status());
   import.dims = *dims;
-  if (!flags.dtype.empty()) {
-    Result<planner::DType> dtype = planner::ParseDType(flags.dtype);
-    ExitOnError(dtype.status().WithContext("--dtype"));
-    if (!planner::IsFloat(*dtype)) {
-      ExitOnError(InvalidArgument("--dtype must be a floating type: fp32, fp16 or bf16"));
-    }
-    import.compute_dtype = *dtype;
+  Result<std::optional<planner::DType>> dtype = ParseComputeDtype(flags.dtype);
+  ExitOnError(dtype.status());
+  import.compute_dtype = *dtype;
+  if (flags.roofline && !flags.profile.empty()) {
+    ExitOnError(InvalidArgument("--roofline and --profile contradict each other; give one"));
   }
   // A torch trace profile is matched against the graph's nodes, so the model is
   // imported first.
   Result<planner::Graph> graph = planner::ImportOnnxFile(flags.model, import);
   ExitOnError(graph.status());
-  planner::PlanOptions options;
-  if (!flags.profile.empty()) {
-    Result<std::map<std::string, double>> profile = planner::LoadNodeProfile(flags.profile, *graph);
-    ExitOnError(profile.status());
-    options.measured_node_s = *profile;
-  }
-  Result<planner::DeviceModel> device = ResolveTarget(flags);
+  Result<planner::DeviceModel> device = ResolveTarget(flags.target, flags.devices);
   ExitOnError(device.status().WithContext("--target"));
+  planner::PlanOptions options;
+  std::optional<ProfileUsed> profile;
+  if (!flags.profile.empty()) {
+    Result<std::map<std::string, double>> measured =
+        planner::LoadNodeProfile(flags.profile, *graph);
+    ExitOnError(measured.status());
+    options.measured_node_s = *measured;
+    profile = ProfileUsed{flags.profile, ""};
+  } else if (flags.target == "cpu" && flags.devices.empty() && !flags.roofline) {
+    profile = FindStoredCpuProfile(flags, import, *device, *graph, &options);
+  }
   Result<planner::PlannedModel> planned = planner::PlanGraph(std::move(*graph), *device, options);
   ExitOnError(planned.status().WithContext(flags.model));
   if (!flags.emit_specs.empty()) {
-    ExitOnError(EmitSpecs(flags.emit_specs, planned->plan).WithContext("--emit-specs"));
+    ExitOnError(EmitSpecs(flags.emit_specs, planned->plan, *device).WithContext("--emit-specs"));
   }
   if (flags.json) {
-    std::cout << PlanJson(flags, *planned, *device).dump(2) << "\n";
+    std::cout << PlanJson(flags, *planned, *device, profile).dump(2) << "\n";
   } else {
-    PrintPlan(flags, *planned, *device);
+    PrintPlan(flags, *planned, *device, profile);
   }
 }
 
@@ -311,7 +312,11 @@ void RegisterPlanCommands(CLI::App &app) {
   plan->add_option("--devices", flags->devices, "extra device catalog (YAML like devices.yaml)");
   plan->add_option("--top", flags->top, "rows in the table")->capture_default_str();
   plan->add_option("--emit-specs", flags->emit_specs,
-                   "write each kernel job's standalone ONNX subgraph into this directory");
+                   "write each kernel job's standalone ONNX subgraph (NN-family.onnx) and its "
+                   "metadata (NN-family.json) into this directory");
+  plan->add_flag("--roofline", flags->roofline,
+                 "with --target cpu: use roofline estimates even when `kfleet profile` stored "
+                 "measured times for this model");
   plan->add_flag("--json", flags->json, "print the whole plan as JSON");
   plan->callback([flags] { RunPlan(*flags); });
 }
