@@ -16,6 +16,7 @@ struct CpuCalibration {
   double copy_bytes_per_s = 0;    // read + write bytes per second
   double matmul_flops_per_s = 0;  // float32
   std::string measured_at;        // ISO 8601 UTC
+  std::string method;             // how it was measured; a cache from another method is stale
   bool from_cache = false;        // set by LoadOrCalibrateCpu; not stored in the cache
 };
 

@@ -94,7 +94,8 @@ TEST_F(CalibrationCacheTest, AnotherCpuIsMeasuredAgain) {
   CpuCalibration mine = Fresh();
   const std::string rates =
       "copy_bytes_per_s: 1e10\nmatmul_flops_per_s: 1e11\n"
-      "measured_at: 2020-01-01T00:00:00Z\n";
+      "measured_at: 2020-01-01T00:00:00Z\nmethod: \"" +
+      mine.method + "\"\n";
   WriteCache("cpu_model: \"Imaginary CPU 9000\"\nlogical_cores: " +
              std::to_string(mine.logical_cores) + "\n" + rates);
   EXPECT_FALSE(LoadsFromCache());
@@ -104,6 +105,13 @@ TEST_F(CalibrationCacheTest, AnotherCpuIsMeasuredAgain) {
 
   WriteCache("cpu_model: \"" + mine.cpu_model +
              "\"\nlogical_cores: " + std::to_string(mine.logical_cores + 1) + "\n" + rates);
+  EXPECT_FALSE(LoadsFromCache());
+
+  // A calibration measured another way (before matmul went through OpenBLAS) is stale.
+  WriteCache("cpu_model: \"" + mine.cpu_model + "\"\nlogical_cores: " +
+             std::to_string(mine.logical_cores) +
+             "\ncopy_bytes_per_s: 1e10\nmatmul_flops_per_s: 1e11\n"
+             "measured_at: 2020-01-01T00:00:00Z\n");
   EXPECT_FALSE(LoadsFromCache());
 
   // The same file with this CPU's model and cores is used as is.
