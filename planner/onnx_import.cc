@@ -863,20 +863,39 @@ Result<Graph> ImportOnnxFile(const std::string& path, const ImportOptions& optio
   return ImportOnnxBytes(mapped->data(), display_name, dir, options);
 }
 
-Result<Graph> ImportOnnxText(std::string_view text, const ImportOptions& options) {
-  constexpr std::string_view kDisplayName = "onnx text";
+namespace {
+
+constexpr std::string_view kTextDisplayName = "onnx text";
+
+Result<onnx::ModelProto> ParseOnnxText(std::string_view text) {
   const std::string terminated(text);
   onnx::ModelProto model;
   try {
     onnx::Common::Status status = onnx::OnnxParser::Parse(model, terminated.c_str());
     if (!status.IsOK()) {
-      return OneLine(
-          InvalidArgument(fmt::format("{}: parse error: {}", kDisplayName, status.ErrorMessage())));
+      return OneLine(InvalidArgument(
+          fmt::format("{}: parse error: {}", kTextDisplayName, status.ErrorMessage())));
     }
   } catch (const std::exception& e) {
-    return InvalidArgument(fmt::format("{}: parse error: {}", kDisplayName, e.what()));
+    return InvalidArgument(fmt::format("{}: parse error: {}", kTextDisplayName, e.what()));
   }
-  return ImportModel(model, kDisplayName, "", options);
+  return model;
+}
+
+}  // namespace
+
+Result<Graph> ImportOnnxText(std::string_view text, const ImportOptions& options) {
+  KF_ASSIGN_OR_RETURN(onnx::ModelProto model, ParseOnnxText(text));
+  return ImportModel(model, kTextDisplayName, "", options);
+}
+
+Result<std::string> OnnxTextToModelBytes(std::string_view text) {
+  KF_ASSIGN_OR_RETURN(onnx::ModelProto model, ParseOnnxText(text));
+  std::string bytes;
+  if (!model.SerializeToString(&bytes)) {
+    return Internal(fmt::format("{}: could not serialize the model", kTextDisplayName));
+  }
+  return bytes;
 }
 
 }  // namespace kfleet::planner

@@ -36,4 +36,7 @@ Result<Graph> ImportOnnxBytes(std::string_view bytes, std::string_view display_n
 // => (...) { ... }"), for tests and hand-written graphs.
 Result<Graph> ImportOnnxText(std::string_view text, const ImportOptions& options);
 
+// The same text form as a serialized ModelProto: hand-written specs and test models as files.
+Result<std::string> OnnxTextToModelBytes(std::string_view text);
+
 }  // namespace kfleet::planner

@@ -1,0 +1,550 @@
+#include "eval/harness.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "eval/spec_variants.h"
+#include "runtime/baseline.h"
+#include "runtime/feeds.h"
+#include "runtime/reference.h"
+
+namespace kfleet::eval {
+namespace {
+
+using runtime::Distribution;
+using runtime::Tensor;
+using runtime::TensorMap;
+using Clock = std::chrono::steady_clock;
+
+constexpr Distribution kDistributions[] = {Distribution::kNormal, Distribution::kUniform,
+                                           Distribution::kBimodal};
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string DescribeInputs(const planner::Graph& graph) {
+  std::vector<std::string> parts;
+  for (int v : graph.inputs) {
+    const planner::Value& value = graph.values[v];
+    parts.push_back(fmt::format("{} {}{}", value.name, planner::DTypeName(value.dtype),
+                                planner::ShapeToString(value.shape)));
+  }
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+// First element where two same-shaped tensors differ bitwise, or -1.
+int64_t FirstDifference(const Tensor& a, const Tensor& b) {
+  const auto width = static_cast<size_t>(planner::DTypeBytes(a.dtype()));
+  const auto* pa = static_cast<const unsigned char*>(a.data());
+  const auto* pb = static_cast<const unsigned char*>(b.data());
+  for (int64_t i = 0; i < a.elements(); ++i) {
+    if (std::memcmp(pa + i * width, pb + i * width, width) != 0) return i;
+  }
+  return -1;
+}
+
+int64_t CountDifferences(const Tensor& a, const Tensor& b) {
+  const auto width = static_cast<size_t>(planner::DTypeBytes(a.dtype()));
+  const auto* pa = static_cast<const unsigned char*>(a.data());
+  const auto* pb = static_cast<const unsigned char*>(b.data());
+  int64_t n = 0;
+  for (int64_t i = 0; i < a.elements(); ++i) {
+    n += std::memcmp(pa + i * width, pb + i * width, width) != 0 ? 1 : 0;
+  }
+  return n;
+}
+
+double Median(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+// Evicts the kernel's data from every cache level before a timed call.
+class CacheFlusher {
+ public:
+  explicit CacheFlusher(int64_t bytes) : buffer_(static_cast<size_t>(bytes), 1) {}
+  void Flush() {
+    auto* data = buffer_.data();
+    const auto n = static_cast<int64_t>(buffer_.size());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += 64) data[i] = static_cast<unsigned char>(data[i] + 1);
+  }
+  int64_t bytes() const { return static_cast<int64_t>(buffer_.size()); }
+
+ private:
+  std::vector<unsigned char> buffer_;
+};
+
+struct Trial {
+  TrialResult result;
+  std::vector<Tensor> outputs;
+};
+
+class Evaluator {
+ public:
+  Evaluator(std::string_view spec_onnx, const planner::Graph& spec, const KernelLibrary& kernel,
+            const HarnessOptions& options, CallObserver* observer)
+      : spec_onnx_(spec_onnx),
+        spec_(spec),
+        kernel_(kernel),
+        options_(options),
+        observer_(observer),
+        report_(EmptyReport()) {}
+
+  EvalReport Run() {
+    report_.seed = options_.seed;
+    for (int v : spec_.outputs) {
+      const planner::DType dtype = spec_.values[v].dtype;
+      const std::string name(planner::DTypeName(dtype));
+      bool listed = false;
+      for (const ToleranceInfo& t : report_.tolerances) listed |= t.dtype == name;
+      if (listed) continue;
+      const Tolerance t = options_.tolerances.For(dtype);
+      report_.tolerances.push_back(
+          {name, t.rtol, t.min_matched_ratio, t.rtol * options_.tolerances.stability_factor});
+    }
+    for (Stage done : {Stage::kCompile, Stage::kLoad}) {
+      report_.StageFor(done).ran = true;
+      report_.StageFor(done).passed = true;
+    }
+    const bool tested = RunStage(Stage::kSmoke, [this] { return Smoke(); }) &&
+                        RunStage(Stage::kShapeSweep, [this] { return Sweep(); }) &&
+                        RunStage(Stage::kStability, [this] { return Stability(); }) &&
+                        RunStage(Stage::kDeterminism, [this] { return Determinism(); });
+    if (tested && options_.profile) RunStage(Stage::kProfile, [this] { return Profile(); });
+    report_.Finish();
+    if (!options_.profile && report_.failed_stage == "profile") {
+      // Asked for tests only: the unrun profile stage is not a failure.
+      report_.passed = true;
+      for (const StageResult& s : report_.stages) {
+        if (s.stage != Stage::kProfile) report_.passed = report_.passed && s.ran && s.passed;
+      }
+      if (report_.passed) {
+        report_.failed_stage.clear();
+        report_.reason.clear();
+      }
+    }
+    return std::move(report_);
+  }
+
+ private:
+  bool RunStage(Stage stage, const std::function<bool()>& body) {
+    StageResult& s = report_.StageFor(stage);
+    const Clock::time_point start = Clock::now();
+    s.ran = true;
+    const bool ok = body();
+    StageResult& after = report_.StageFor(stage);
+    after.seconds = SecondsSince(start);
+    after.passed = ok;
+    return ok;
+  }
+
+  Result<TensorMap> Feeds(const planner::Graph& graph, uint64_t seed, Distribution distribution,
+                          double scale) {
+    runtime::FeedOptions feed;
+    feed.seed = seed;
+    feed.distribution = distribution;
+    feed.scale = scale;
+    feed.include_weights = false;
+    return runtime::MakeRandomFeeds(graph, feed);
+  }
+
+  // Every floating element multiplied by large_scale, 1 or small_scale at random: magnitudes
+  // that differ by a million within one tensor.
+  void MixScales(const planner::Graph& graph, TensorMap& feeds, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    const double factors[] = {options_.small_scale, 1.0, options_.large_scale};
+    for (int v : graph.inputs) {
+      Tensor& t = feeds.at(v);
+      if (!planner::IsFloat(t.dtype())) continue;
+      for (int64_t i = 0; i < t.elements(); ++i) {
+        t.SetDouble(i, t.GetDouble(i) * factors[rng() % 3]);
+      }
+    }
+  }
+
+  Trial RunTrial(Stage stage, const planner::Graph& graph, const TensorMap& feeds,
+                 const std::string& label, double tolerance_factor) {
+    Trial trial;
+    trial.result.label = label;
+    trial.result.shapes = DescribeInputs(graph);
+    auto fail = [&](std::string message) {
+      trial.result.passed = false;
+      trial.result.message = std::move(message);
+      return std::move(trial);
+    };
+    Result<TensorMap> reference = runtime::RunReference(graph, feeds);
+    if (!reference.ok()) {
+      return fail("the float64 reference could not run: " + reference.status().message());
+    }
+    std::vector<Tensor> inputs;
+    for (int v : graph.inputs) inputs.push_back(feeds.at(v));
+    const std::vector<Tensor> before = inputs;
+    for (int v : graph.outputs) {
+      trial.outputs.emplace_back(graph.values[v].dtype, graph.values[v].shape);
+      Poison(trial.outputs.back());
+    }
+    std::vector<Tensor*> in_ptrs;
+    std::vector<Tensor*> out_ptrs;
+    for (Tensor& t : inputs) in_ptrs.push_back(&t);
+    for (Tensor& t : trial.outputs) out_ptrs.push_back(&t);
+    if (observer_ != nullptr) observer_->BeginCall(stage, label);
+    const int status = kernel_.Run(in_ptrs, out_ptrs);
+    if (observer_ != nullptr) observer_->EndCall();
+    if (status != 0) return fail("kf_kernel_run returned " + KernelStatusName(status));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const int64_t at = FirstDifference(before[i], inputs[i]);
+      if (at >= 0) {
+        const std::string& name = graph.values[graph.inputs[i]].name;
+        return fail(fmt::format(
+            "the kernel wrote into its input: {} changed from {:.8g} to {:.8g} ({} elements "
+            "changed); inputs are read-only",
+            ElementName(name, inputs[i].shape(), at), before[i].GetDouble(at),
+            inputs[i].GetDouble(at), CountDifferences(before[i], inputs[i])));
+      }
+    }
+    trial.result.passed = true;
+    for (size_t i = 0; i < trial.outputs.size(); ++i) {
+      const int v = graph.outputs[i];
+      Tolerance tolerance = options_.tolerances.For(graph.values[v].dtype);
+      tolerance.rtol *= tolerance_factor;
+      const CompareResult c =
+          CompareOutput(graph.values[v].name, trial.outputs[i], reference->at(v), tolerance);
+      trial.result.max_abs_error = std::max(trial.result.max_abs_error, c.max_abs_error);
+      trial.result.max_rel_error = std::max(trial.result.max_rel_error, c.max_rel_error);
+      trial.result.matched_ratio = std::min(trial.result.matched_ratio, c.matched_ratio);
+      if (!c.passed && trial.result.passed) {
+        trial.result.passed = false;
+        trial.result.message = c.message;
+      }
+    }
+    return trial;
+  }
+
+  // Records the trial; on failure fails the stage with the trial's message and where it came
+  // from.
+  bool Record(Stage stage, Trial& trial) {
+    report_.StageFor(stage).trials.push_back(trial.result);
+    if (trial.result.passed) return true;
+    report_.Fail(stage, fmt::format("{} [trial: {}; inputs {}]", trial.result.message,
+                                    trial.result.label, trial.result.shapes));
+    return false;
+  }
+
+  bool FeedsOrFail(Stage stage, const Result<TensorMap>& feeds) {
+    if (feeds.ok()) return true;
+    report_.Fail(stage, "could not make inputs: " + feeds.status().message());
+    return false;
+  }
+
+  uint64_t NextSeed() { return options_.seed * 1000 + next_seed_++; }
+
+  bool Smoke() {
+    std::vector<Tensor> previous;
+    for (int i = 0; i < options_.smoke_trials; ++i) {
+      const uint64_t seed = NextSeed();
+      const Distribution d = kDistributions[i % std::size(kDistributions)];
+      Result<TensorMap> feeds = Feeds(spec_, seed, d, 1.0);
+      if (!FeedsOrFail(Stage::kSmoke, feeds)) return false;
+      Trial trial = RunTrial(Stage::kSmoke, spec_, *feeds,
+                             fmt::format("seed {}, {}", seed, DistributionName(d)), 1.0);
+      if (!trial.result.passed && !previous.empty()) {
+        bool same = previous.size() == trial.outputs.size();
+        for (size_t o = 0; same && o < previous.size(); ++o) {
+          same = runtime::BitwiseEqual(previous[o], trial.outputs[o]);
+        }
+        if (same) {
+          trial.result.message +=
+              "; the output is bit-for-bit the previous trial's although the inputs differ: "
+              "results kept across calls?";
+        }
+      }
+      if (!Record(Stage::kSmoke, trial)) return false;
+      previous = std::move(trial.outputs);
+    }
+    return true;
+  }
+
+  bool Sweep() {
+    Result<std::vector<ShapeVariant>> variants =
+        MakeShapeVariants(spec_onnx_, spec_, options_.max_sweep_shapes);
+    if (!variants.ok()) {
+      report_.StageFor(Stage::kShapeSweep).message =
+          "no shape variants: " + variants.status().message();
+      return true;
+    }
+    variants_ = std::move(*variants);
+    if (variants_.empty()) {
+      report_.StageFor(Stage::kShapeSweep).message =
+          "no size of this spec can change (fixed shapes in its ops); only the profiled shape "
+          "was tested";
+      return true;
+    }
+    for (size_t i = 0; i < variants_.size(); ++i) {
+      const uint64_t seed = NextSeed();
+      const Distribution d = kDistributions[i % std::size(kDistributions)];
+      Result<TensorMap> feeds = Feeds(variants_[i].graph, seed, d, 1.0);
+      if (!FeedsOrFail(Stage::kShapeSweep, feeds)) return false;
+      Trial trial = RunTrial(
+          Stage::kShapeSweep, variants_[i].graph, *feeds,
+          fmt::format("{}, seed {}, {}", variants_[i].label, seed, DistributionName(d)), 1.0);
+      if (!Record(Stage::kShapeSweep, trial)) return false;
+    }
+    return true;
+  }
+
+  bool Stability() {
+    const double factor = options_.tolerances.stability_factor;
+    struct Case {
+      std::string name;
+      double scale;
+      bool mixed;
+    };
+    const Case cases[] = {
+        {fmt::format("large (x{:g})", options_.large_scale), options_.large_scale, false},
+        {fmt::format("small (x{:g})", options_.small_scale), options_.small_scale, false},
+        {fmt::format("mixed (x{:g}, x1, x{:g} per element)", options_.small_scale,
+                     options_.large_scale),
+         1.0, true}};
+    for (const Case& c : cases) {
+      const uint64_t seed = NextSeed();
+      Result<TensorMap> feeds = Feeds(spec_, seed, Distribution::kNormal, c.scale);
+      if (!FeedsOrFail(Stage::kStability, feeds)) return false;
+      if (c.mixed) MixScales(spec_, *feeds, seed);
+      Trial trial = RunTrial(Stage::kStability, spec_, *feeds,
+                             fmt::format("{}, seed {}", c.name, seed), factor);
+      if (!Record(Stage::kStability, trial)) return false;
+    }
+    return true;
+  }
+
+  bool Determinism() {
+    const uint64_t seed = NextSeed();
+    Result<TensorMap> feeds = Feeds(spec_, seed, Distribution::kNormal, 1.0);
+    if (!FeedsOrFail(Stage::kDeterminism, feeds)) return false;
+    Trial first =
+        RunTrial(Stage::kDeterminism, spec_, *feeds, fmt::format("run 1, seed {}", seed), 1.0);
+    if (!Record(Stage::kDeterminism, first)) return false;
+    for (int run = 2; run <= 3; ++run) {
+      Trial again = RunTrial(Stage::kDeterminism, spec_, *feeds,
+                             fmt::format("run {}, seed {}", run, seed), 1.0);
+      if (again.result.passed) {
+        for (size_t o = 0; o < first.outputs.size(); ++o) {
+          const int64_t at = FirstDifference(first.outputs[o], again.outputs[o]);
+          if (at < 0) continue;
+          const std::string& name = spec_.values[spec_.outputs[o]].name;
+          again.result.passed = false;
+          again.result.message = fmt::format(
+              "run {} differs from run 1 on the same inputs in {} elements of {} (first {}: "
+              "{:.9g} vs {:.9g}); results must be bitwise reproducible (fixed reduction order)",
+              run, CountDifferences(first.outputs[o], again.outputs[o]), name,
+              ElementName(name, first.outputs[o].shape(), at), again.outputs[o].GetDouble(at),
+              first.outputs[o].GetDouble(at));
+          break;
+        }
+      }
+      if (!Record(Stage::kDeterminism, again)) return false;
+    }
+    return true;
+  }
+
+  // Times `call` until the median is stable, max_reps, or the budget is spent.
+  Result<TimingStats> Time(const std::function<int()>& call, CacheFlusher& flusher,
+                           double budget_s) {
+    for (int i = 0; i < 2; ++i) {
+      const int status = call();
+      if (status != 0) return Internal("returned " + KernelStatusName(status));
+    }
+    std::vector<double> samples;
+    const Clock::time_point start = Clock::now();
+    double previous_median = 0;
+    while (true) {
+      flusher.Flush();
+      const Clock::time_point t0 = Clock::now();
+      const int status = call();
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      if (status != 0) return Internal("returned " + KernelStatusName(status));
+      samples.push_back(us);
+      const auto n = static_cast<int>(samples.size());
+      if (n >= options_.max_reps) break;
+      if (n < options_.min_reps) continue;
+      if (SecondsSince(start) >= budget_s) break;
+      if (n % options_.min_reps == 0) {
+        const double median = Median(samples);
+        if (previous_median > 0 && std::fabs(median - previous_median) <= 0.005 * median) break;
+        previous_median = median;
+      }
+    }
+    std::sort(samples.begin(), samples.end());
+    TimingStats stats;
+    stats.reps = static_cast<int>(samples.size());
+    stats.median_us = samples[samples.size() / 2];
+    stats.min_us = samples.front();
+    stats.max_us = samples.back();
+    stats.p90_us = samples[std::min(samples.size() - 1, samples.size() * 9 / 10)];
+    return stats;
+  }
+
+  bool Profile() {
+    ProfileResult& p = report_.profile.emplace();
+    p.sol_us = options_.sol_us;
+    const uint64_t seed = NextSeed();
+    Result<TensorMap> feeds = Feeds(spec_, seed, Distribution::kNormal, 1.0);
+    if (!FeedsOrFail(Stage::kProfile, feeds)) return false;
+    CacheFlusher flusher(options_.flush_bytes > 0 ? options_.flush_bytes : DefaultFlushBytes());
+    p.flush_bytes = flusher.bytes();
+
+    std::vector<Tensor> inputs;
+    std::vector<Tensor> outputs;
+    for (int v : spec_.inputs) inputs.push_back(feeds->at(v));
+    for (int v : spec_.outputs) outputs.emplace_back(spec_.values[v].dtype, spec_.values[v].shape);
+    std::vector<Tensor*> in_ptrs;
+    std::vector<Tensor*> out_ptrs;
+    for (Tensor& t : inputs) in_ptrs.push_back(&t);
+    for (Tensor& t : outputs) out_ptrs.push_back(&t);
+    auto candidate = [&]() {
+      if (observer_ != nullptr) observer_->BeginCall(Stage::kProfile, "timed call");
+      const int status = kernel_.Run(in_ptrs, out_ptrs);
+      if (observer_ != nullptr) observer_->EndCall();
+      return status;
+    };
+    Result<TimingStats> timed = Time(candidate, flusher, options_.profile_budget_s);
+    if (!timed.ok()) {
+      report_.Fail(Stage::kProfile,
+                   "kf_kernel_run " + timed.status().message() + " while being timed");
+      return false;
+    }
+    p.candidate = *timed;
+
+    Result<std::unique_ptr<runtime::BaselineExecutor>> baseline =
+        runtime::BaselineExecutor::Create(spec_);
+    if (!baseline.ok()) {
+      report_.Fail(Stage::kProfile,
+                   "the baseline executor cannot run this spec: " + baseline.status().message());
+      return false;
+    }
+    TensorMap baseline_out;
+    Status baseline_status = Status::Ok();
+    auto run_baseline = [&]() {
+      baseline_status = (*baseline)->Run(*feeds, &baseline_out);
+      return baseline_status.ok() ? 0 : 5;
+    };
+    Result<TimingStats> base = Time(run_baseline, flusher, options_.profile_budget_s);
+    if (!base.ok()) {
+      report_.Fail(Stage::kProfile, "the baseline executor failed: " + baseline_status.message());
+      return false;
+    }
+    p.baseline = *base;
+    p.baseline_check = CheckBaseline(*feeds, baseline_out);
+    p.speedup = p.baseline.median_us / std::max(p.candidate.median_us, 1e-3);
+    if (p.sol_us > 0) p.sol_fraction = p.sol_us / std::max(p.candidate.median_us, 1e-3);
+
+    std::vector<std::string> suspicious;
+    if (p.speedup > options_.suspicious_speedup) {
+      suspicious.push_back(
+          fmt::format("speedup {:.1f}x is above {:g}x", p.speedup, options_.suspicious_speedup));
+    }
+    if (p.sol_us > 0 && p.candidate.median_us < p.sol_us) {
+      suspicious.push_back(fmt::format("{:.2f} us is under the speed-of-light floor {:.2f} us",
+                                       p.candidate.median_us, p.sol_us));
+    }
+    if (suspicious.empty()) return true;
+    p.flagged = true;
+    return Recheck(fmt::format("{}", fmt::join(suspicious, "; ")));
+  }
+
+  std::string CheckBaseline(const TensorMap& feeds, const TensorMap& baseline_out) {
+    Result<TensorMap> reference = runtime::RunReference(spec_, feeds);
+    if (!reference.ok()) return "reference failed: " + reference.status().message();
+    for (int v : spec_.outputs) {
+      auto it = baseline_out.find(v);
+      if (it == baseline_out.end()) return "the baseline produced no " + spec_.values[v].name;
+      const CompareResult c = CompareOutput(spec_.values[v].name, it->second, reference->at(v),
+                                            options_.tolerances.For(spec_.values[v].dtype));
+      if (!c.passed) return c.message;
+    }
+    return "ok";
+  }
+
+  // A result too good to be true counts only after fresh inputs and a changed shape pass again.
+  bool Recheck(const std::string& why) {
+    ProfileResult& p = *report_.profile;
+    std::vector<std::string> checked;
+    const uint64_t seed = NextSeed();
+    Result<TensorMap> feeds = Feeds(spec_, seed, Distribution::kUniform, 1.0);
+    if (!FeedsOrFail(Stage::kProfile, feeds)) return false;
+    Trial fresh = RunTrial(Stage::kProfile, spec_, *feeds,
+                           fmt::format("recheck, fresh inputs, seed {}", seed), 1.0);
+    if (!Record(Stage::kProfile, fresh)) {
+      p.note = why + "; the recheck failed";
+      return false;
+    }
+    checked.push_back(fmt::format("fresh inputs (seed {})", seed));
+    if (!variants_.empty()) {
+      const ShapeVariant& variant = variants_.back();
+      const uint64_t vseed = NextSeed();
+      Result<TensorMap> vfeeds = Feeds(variant.graph, vseed, Distribution::kBimodal, 1.0);
+      if (!FeedsOrFail(Stage::kProfile, vfeeds)) return false;
+      Trial changed = RunTrial(Stage::kProfile, variant.graph, *vfeeds,
+                               fmt::format("recheck, {}, seed {}", variant.label, vseed), 1.0);
+      if (!Record(Stage::kProfile, changed)) {
+        p.note = why + "; the recheck failed";
+        return false;
+      }
+      checked.push_back("shape " + variant.label);
+    }
+    p.note = fmt::format("{}; rechecked with {}: correct, so it counts", why,
+                         fmt::join(checked, " and "));
+    return true;
+  }
+
+  std::string_view spec_onnx_;
+  const planner::Graph& spec_;
+  const KernelLibrary& kernel_;
+  const HarnessOptions& options_;
+  CallObserver* observer_;
+  EvalReport report_;
+  std::vector<ShapeVariant> variants_;
+  uint64_t next_seed_ = 1;
+};
+
+int64_t ReadCacheSize(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (!(in >> text) || text.empty()) return 0;
+  int64_t multiplier = 1;
+  if (text.back() == 'K') multiplier = 1024;
+  if (text.back() == 'M') multiplier = 1024 * 1024;
+  if (multiplier != 1) text.pop_back();
+  try {
+    return std::stoll(text) * multiplier;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+}  // namespace
+
+int64_t DefaultFlushBytes() {
+  int64_t largest = 0;
+  for (int index = 0; index < 8; ++index) {
+    largest = std::max(largest, ReadCacheSize(fmt::format(
+                                    "/sys/devices/system/cpu/cpu0/cache/index{}/size", index)));
+  }
+  return std::max<int64_t>(2 * largest, int64_t{32} << 20);
+}
+
+EvalReport EvaluateKernel(std::string_view spec_onnx, const planner::Graph& spec,
+                          const KernelLibrary& kernel, const HarnessOptions& options,
+                          CallObserver* observer) {
+  return Evaluator(spec_onnx, spec, kernel, options, observer).Run();
+}
+
+}  // namespace kfleet::eval

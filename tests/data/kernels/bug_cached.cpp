@@ -1,0 +1,34 @@
+// Planted bug: computes once and replays the first result on every later call, like a kernel that
+// memoizes on the output pointer. Correct on the first input set only. Must fail the smoke stage.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kfleet/kernel.h"
+
+static std::vector<float> cached;
+
+extern "C" int kf_kernel_run(const kf_tensor* in, int32_t, kf_tensor* out, int32_t, void*) {
+  const int64_t cols = in[0].shape[in[0].ndim - 1];
+  const int64_t rows = in[0].shape[0];
+  float* y = static_cast<float*>(out[0].data);
+  if (static_cast<int64_t>(cached.size()) == rows * cols) {
+    std::memcpy(y, cached.data(), cached.size() * sizeof(float));
+    return KF_OK;
+  }
+  const float* x = static_cast<const float*>(in[0].data);
+  const float* g = static_cast<const float*>(in[1].data);
+  const float* b = static_cast<const float*>(in[2].data);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float sum = 0, sq = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += xr[c];
+    const float mean = sum / static_cast<float>(cols);
+    for (int64_t c = 0; c < cols; ++c) sq += (xr[c] - mean) * (xr[c] - mean);
+    const float inv = 1.0f / std::sqrt(sq / static_cast<float>(cols) + 1e-5f);
+    for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = (xr[c] - mean) * inv * g[c] + b[c];
+  }
+  cached.assign(y, y + rows * cols);
+  return KF_OK;
+}

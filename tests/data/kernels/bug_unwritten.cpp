@@ -1,0 +1,24 @@
+// Planted bug: the last element of every row is never written. Must fail the smoke stage.
+#include <cmath>
+#include <cstdint>
+
+#include "kfleet/kernel.h"
+
+extern "C" int kf_kernel_run(const kf_tensor* in, int32_t, kf_tensor* out, int32_t, void*) {
+  const int64_t cols = in[0].shape[in[0].ndim - 1];
+  const int64_t rows = in[0].shape[0];
+  const float* x = static_cast<const float*>(in[0].data);
+  const float* g = static_cast<const float*>(in[1].data);
+  const float* b = static_cast<const float*>(in[2].data);
+  float* y = static_cast<float*>(out[0].data);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float sum = 0, sq = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += xr[c];
+    const float mean = sum / static_cast<float>(cols);
+    for (int64_t c = 0; c < cols; ++c) sq += (xr[c] - mean) * (xr[c] - mean);
+    const float inv = 1.0f / std::sqrt(sq / static_cast<float>(cols) + 1e-5f);
+    for (int64_t c = 0; c + 1 < cols; ++c) y[r * cols + c] = (xr[c] - mean) * inv * g[c] + b[c];
+  }
+  return KF_OK;
+}
