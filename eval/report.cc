@@ -150,7 +150,8 @@ std::string FormatReport(const EvalReport& r) {
     if (s.ran && !s.passed && !s.message.empty()) out += fmt::format("      {}\n", s.message);
     if (s.ran && s.passed && !s.message.empty()) out += fmt::format("      note: {}\n", s.message);
     for (const TrialResult& t : s.trials) {
-      if (!t.passed) {
+      // The stage's message already quotes the trial that failed it.
+      if (!t.passed && s.message.find(t.message) == std::string::npos) {
         out += fmt::format("      trial {} ({}): {}\n", t.label, t.shapes, t.message);
       }
     }
