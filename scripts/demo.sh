@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, plans the bundled GPT-2 small export (kernel jobs ranked by
-# Amdahl impact on an H200 and on this CPU), and runs a kfleet fleet on this machine: a
+# Amdahl impact on an H200 and on this CPU), evaluates a hand-written LayerNorm kernel and a
+# planted-bug one against GPT-2's LayerNorm spec, and runs a kfleet fleet on this machine: a
 # coordinator, two workers joined with CurveZMQ keys, a diagnostic job with injected failures, and
 # a coordinator killed with SIGKILL mid-job and restarted. Everything lives in a temporary directory, removed at
 # the end unless KFLEET_DEMO_KEEP=1.
@@ -44,8 +45,14 @@ start_coordinator() {  # [listen api]
 model="$root/tests/data/models/gpt2-small_b1s128.onnx"
 step "kfleet plan: GPT-2 small (batch 1, 128 tokens) on an H200 in fp16, no daemon needed"
 "$kfleet" plan "$model" --target h200 --dtype fp16 --top 8
-step "kfleet plan: the same model on this machine's CPU (calibrated on first use)"
-"$kfleet" plan "$model" --target cpu --top 5
+step "kfleet plan: the same model on this machine's CPU (calibrated on first use), specs written out"
+"$kfleet" plan "$model" --target cpu --top 5 --emit-specs "$demo/specs"
+layernorm_spec=$(ls "$demo"/specs/*-layernorm.onnx | head -n 1)
+step "kfleet eval: a hand-written fused LayerNorm against GPT-2's LayerNorm spec ($(basename "$layernorm_spec"))"
+"$kfleet" eval --spec "$layernorm_spec" --source "$root/tests/data/kernels/layernorm_good.cpp"
+step "kfleet eval: a kernel that keeps its first result across calls is caught"
+"$kfleet" eval --spec "$layernorm_spec" --source "$root/tests/data/kernels/bug_cached.cpp" \
+  --no-profile | tail -n 3 || true
 
 step "kfleet $("$kfleet" --version | cut -d' ' -f2): start the coordinator (kfleetd) with its state in $demo/state"
 start_coordinator

@@ -18,7 +18,8 @@ cmake --build "$build" -j "${KFLEET_JOBS:-$(nproc)}"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-programs=(coordinator/kfleetd worker/kfleet-worker worker/kfleet-probe cli/kfleet)
+programs=(coordinator/kfleetd worker/kfleet-worker worker/kfleet-probe cli/kfleet eval/kfleet-harness
+  tests/unit/eval/sandbox_probe)
 tests=$(cd "$build" && find tests -type f -name '*_test' -perm -u+x)
 for file in "${programs[@]}" $tests; do
   cp "$build/$file" "$out/bin/"
