@@ -355,33 +355,14 @@ class Evaluator {
     return true;
   }
 
-  // Times `call` until the median is stable, max_reps, or the budget is spent.
-  Result<TimingStats> Time(const std::function<int()>& call, CacheFlusher& flusher,
-                           double budget_s) {
-    for (int i = 0; i < 2; ++i) {
-      const int status = call();
-      if (status != 0) return Internal("returned " + KernelStatusName(status));
-    }
-    std::vector<double> samples;
-    const Clock::time_point start = Clock::now();
-    double previous_median = 0;
-    while (true) {
-      flusher.Flush();
-      const Clock::time_point t0 = Clock::now();
-      const int status = call();
-      const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-      if (status != 0) return Internal("returned " + KernelStatusName(status));
-      samples.push_back(us);
-      const auto n = static_cast<int>(samples.size());
-      if (n >= options_.max_reps) break;
-      if (n < options_.min_reps) continue;
-      if (SecondsSince(start) >= budget_s) break;
-      if (n % options_.min_reps == 0) {
-        const double median = Median(samples);
-        if (previous_median > 0 && std::fabs(median - previous_median) <= 0.005 * median) break;
-        previous_median = median;
-      }
-    }
+  // One thing being timed: its call (0 = success, else a kf_status) and its samples.
+  struct Timed {
+    std::function<int()> call;
+    std::vector<double> samples_us;
+    int status = 0;
+  };
+
+  static TimingStats Stats(std::vector<double> samples) {
     std::sort(samples.begin(), samples.end());
     TimingStats stats;
     stats.reps = static_cast<int>(samples.size());
@@ -390,6 +371,44 @@ class Evaluator {
     stats.max_us = samples.back();
     stats.p90_us = samples[std::min(samples.size() - 1, samples.size() * 9 / 10)];
     return stats;
+  }
+
+  // Times the subjects in alternation (A, B, A, B, ...), each call after a cache flush, so that
+  // whatever else the machine does affects them alike. Stops when every median moved less than
+  // 0.5% over the last min_reps repetitions, at max_reps, or when the budget (per subject) is
+  // spent. Returns the index of a subject whose call failed, or -1.
+  int TimeInterleaved(std::vector<Timed*> subjects, CacheFlusher& flusher) {
+    for (size_t i = 0; i < subjects.size(); ++i) {
+      for (int warm = 0; warm < 2; ++warm) {
+        subjects[i]->status = subjects[i]->call();
+        if (subjects[i]->status != 0) return static_cast<int>(i);
+      }
+    }
+    const Clock::time_point start = Clock::now();
+    const double budget_s = options_.profile_budget_s * static_cast<double>(subjects.size());
+    std::vector<double> previous(subjects.size(), 0.0);
+    for (int n = 1;; ++n) {
+      for (size_t i = 0; i < subjects.size(); ++i) {
+        flusher.Flush();
+        const Clock::time_point t0 = Clock::now();
+        subjects[i]->status = subjects[i]->call();
+        const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+        if (subjects[i]->status != 0) return static_cast<int>(i);
+        subjects[i]->samples_us.push_back(us);
+      }
+      if (n >= options_.max_reps) break;
+      if (n < options_.min_reps) continue;
+      if (SecondsSince(start) >= budget_s) break;
+      if (n % options_.min_reps != 0) continue;
+      bool stable = true;
+      for (size_t i = 0; i < subjects.size(); ++i) {
+        const double median = Median(subjects[i]->samples_us);
+        stable = stable && previous[i] > 0 && std::fabs(median - previous[i]) <= 0.005 * median;
+        previous[i] = median;
+      }
+      if (stable) break;
+    }
+    return -1;
   }
 
   bool Profile() {
@@ -409,20 +428,6 @@ class Evaluator {
     std::vector<Tensor*> out_ptrs;
     for (Tensor& t : inputs) in_ptrs.push_back(&t);
     for (Tensor& t : outputs) out_ptrs.push_back(&t);
-    auto candidate = [&]() {
-      if (observer_ != nullptr) observer_->BeginCall(Stage::kProfile, "timed call");
-      const int status = kernel_.Run(in_ptrs, out_ptrs);
-      if (observer_ != nullptr) observer_->EndCall();
-      return status;
-    };
-    Result<TimingStats> timed = Time(candidate, flusher, options_.profile_budget_s);
-    if (!timed.ok()) {
-      report_.Fail(Stage::kProfile,
-                   "kf_kernel_run " + timed.status().message() + " while being timed");
-      return false;
-    }
-    p.candidate = *timed;
-
     Result<std::unique_ptr<runtime::BaselineExecutor>> baseline =
         runtime::BaselineExecutor::Create(spec_);
     if (!baseline.ok()) {
@@ -432,16 +437,30 @@ class Evaluator {
     }
     TensorMap baseline_out;
     Status baseline_status = Status::Ok();
-    auto run_baseline = [&]() {
-      baseline_status = (*baseline)->Run(*feeds, &baseline_out);
-      return baseline_status.ok() ? 0 : 5;
+    Timed candidate;
+    candidate.call = [&]() {
+      if (observer_ != nullptr) observer_->BeginCall(Stage::kProfile, "timed call");
+      const int status = kernel_.Run(in_ptrs, out_ptrs);
+      if (observer_ != nullptr) observer_->EndCall();
+      return status;
     };
-    Result<TimingStats> base = Time(run_baseline, flusher, options_.profile_budget_s);
-    if (!base.ok()) {
+    Timed base;
+    base.call = [&]() {
+      baseline_status = (*baseline)->Run(*feeds, &baseline_out);
+      return baseline_status.ok() ? 0 : 1;
+    };
+    const int failed = TimeInterleaved({&candidate, &base}, flusher);
+    if (failed == 0) {
+      report_.Fail(Stage::kProfile, "kf_kernel_run returned " + KernelStatusName(candidate.status) +
+                                        " while being timed");
+      return false;
+    }
+    if (failed == 1) {
       report_.Fail(Stage::kProfile, "the baseline executor failed: " + baseline_status.message());
       return false;
     }
-    p.baseline = *base;
+    p.candidate = Stats(candidate.samples_us);
+    p.baseline = Stats(base.samples_us);
     p.baseline_check = CheckBaseline(*feeds, baseline_out);
     p.speedup = p.baseline.median_us / std::max(p.candidate.median_us, 1e-3);
     if (p.sol_us > 0) p.sol_fraction = p.sol_us / std::max(p.candidate.median_us, 1e-3);

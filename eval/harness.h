@@ -18,8 +18,8 @@ struct HarnessOptions {
   int smoke_trials = 3;
   int max_sweep_shapes = 8;
   bool profile = true;
-  // Per timed subject (candidate, then baseline): repetitions go on until the median is stable,
-  // max_reps, or this much time (cache flushes included).
+  // Candidate and baseline are timed in alternation, each call after a cache flush, until both
+  // medians are stable, max_reps, or this much time per subject (flushes included).
   double profile_budget_s = 2.0;
   int min_reps = 10;
   int max_reps = 2000;

@@ -218,6 +218,9 @@ Result<EvalReport> EvaluateLibrary(const std::filesystem::path& spec_path,
   spec.limits.cpu_seconds =
       static_cast<uint64_t>(launch.timeout_ms / 1000 + 1) * static_cast<uint64_t>(threads + 1);
   spec.limits.core_dumps = false;
+  // A backstop behind the sandbox's fork rule: RLIMIT_NPROC counts every thread of the user (root
+  // is exempt), so it stays well above what a worker's own threads could reach.
+  spec.limits.processes = 16384;
   KF_ASSIGN_OR_RETURN(ProcessResult result, runner.Run(spec));
 
   EvalReport report;

@@ -37,7 +37,7 @@ class EvalCliTest : public ::testing::Test {
   std::string Config() {
     const std::filesystem::path path = fleet_.dir() / "eval.yaml";
     EXPECT_TRUE(WriteFileAtomic(path,
-                                "profile:\n  budget: 300ms\n"
+                                "profile:\n  budget: 1s\n"
                                 "limits:\n  call_timeout: 3s\n  timeout: 120s\n  memory: 4GiB\n")
                     .ok());
     return path.string();
