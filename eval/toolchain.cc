@@ -272,8 +272,15 @@ std::vector<std::string> DefaultCpuFlags() {
   std::vector<std::string> flags = {"-O3",     "-march=native", "-fopenmp",
                                     "-shared", "-fPIC",         "-std=c++17"};
   // The directories the kfleet build itself used (eval/CMakeLists.txt); the rpath makes the
-  // kernel load that same OpenBLAS when the harness has not loaded one already.
-  for (const std::string& dir : SplitColons(KFLEET_OPENBLAS_INCLUDE_DIRS)) {
+  // kernel load that same OpenBLAS when the harness has not loaded one already. A binary copied
+  // to a machine without OpenBLAS's headers compiles kernels without it: one that includes
+  // <cblas.h> then fails to compile, saying so, instead of every kernel failing to link.
+  const std::vector<std::string> include_dirs = SplitColons(KFLEET_OPENBLAS_INCLUDE_DIRS);
+  std::error_code ec;
+  if (include_dirs.empty() || !fs::exists(fs::path(include_dirs.front()) / "cblas.h", ec)) {
+    return flags;
+  }
+  for (const std::string& dir : include_dirs) {
     flags.push_back("-I" + dir);
   }
   for (const std::string& dir : SplitColons(KFLEET_OPENBLAS_LIBRARY_DIRS)) {
