@@ -95,8 +95,12 @@ CliResult Fleet::Cli(const std::vector<std::string>& args, int timeout_ms) {
   ProcessSpec spec;
   spec.argv = {TestBinary("kfleet", KFLEET_CLI)};
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  // Caches (calibration, profiles, kernels) in the test's own home, whatever the caller's
+  // environment points them at.
+  const std::string cache = (dir_ / "home" / ".cache").string();
   spec.env = {"KFLEET_CLI_CONFIG=" + (state_dir() / "cli.yaml").string(),
-              "HOME=" + (dir_ / "home").string()};
+              "HOME=" + (dir_ / "home").string(), "XDG_CACHE_HOME=" + cache,
+              "KFLEET_CACHE_DIR=" + cache + "/kfleet"};
   spec.timeout_ms = timeout_ms;
   CliResult out;
   Result<ProcessResult> run = SystemProcessRunner().Run(spec);
