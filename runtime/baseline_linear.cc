@@ -62,10 +62,12 @@ void ParallelSgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
   const int64_t extent = split_columns ? n : m;
   // Blocks in multiples of the BLAS micro-kernel's tile so no thread gets a ragged edge.
   const int64_t align = split_columns ? 16 : 8;
-#pragma omp parallel num_threads(team)
+  // The whole team with the extra threads idle, as in ParallelFor: regions of changing size
+  // make libgomp re-dock its pool.
+#pragma omp parallel
   {
     const int64_t t = omp_get_thread_num();
-    const int64_t threads = omp_get_num_threads();
+    const int64_t threads = std::min<int64_t>(team, omp_get_num_threads());
     const int64_t chunk = ((extent + threads - 1) / threads + align - 1) / align * align;
     const int64_t begin = std::min(extent, t * chunk);
     const int64_t end = std::min(extent, begin + chunk);

@@ -131,14 +131,16 @@ void ParallelFor(int64_t n, int64_t grain, const Body& body) {
     return;
   }
   const int64_t useful = std::min<int64_t>(threads, (n + grain - 1) / std::max<int64_t>(grain, 1));
-#pragma omp parallel num_threads(static_cast <int>(useful))
+  // Always the whole team, with the threads past `useful` idle: a region of another size makes
+  // libgomp re-dock its pool, which cost 16-thread hosts about 150 us per small op.
+#pragma omp parallel
   {
     const int64_t t = omp_get_thread_num();
-    const int64_t team = omp_get_num_threads();
+    const int64_t team = std::min<int64_t>(useful, omp_get_num_threads());
     const int64_t chunk = (n + team - 1) / team;
     const int64_t begin = std::min(n, t * chunk);
     const int64_t end = std::min(n, begin + chunk);
-    if (begin < end) body(begin, end);
+    if (t < team && begin < end) body(begin, end);
   }
 }
 
