@@ -11,7 +11,8 @@ static std::vector<float> cached;
 
 extern "C" int kf_kernel_run(const kf_tensor* in, int32_t, kf_tensor* out, int32_t, void*) {
   const int64_t cols = in[0].shape[in[0].ndim - 1];
-  const int64_t rows = in[0].shape[0];
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < in[0].ndim; ++d) rows *= in[0].shape[d];
   float* y = static_cast<float*>(out[0].data);
   if (static_cast<int64_t>(cached.size()) == rows * cols) {
     std::memcpy(y, cached.data(), cached.size() * sizeof(float));

@@ -7,7 +7,8 @@
 
 extern "C" int kf_kernel_run(const kf_tensor* in, int32_t, kf_tensor* out, int32_t, void*) {
   const int64_t cols = in[0].shape[in[0].ndim - 1];
-  const int64_t rows = in[0].shape[0];
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < in[0].ndim; ++d) rows *= in[0].shape[d];
   float* x = static_cast<float*>(in[0].data);
   const float* g = static_cast<const float*>(in[1].data);
   const float* b = static_cast<const float*>(in[2].data);
