@@ -1,0 +1,6 @@
+// placeholder, being written
+#include "agents/elementwise_template.h"
+
+namespace kfleet::agents {
+std::unique_ptr<TemplateFamily> MakeElementwiseTemplate() { return nullptr; }
+}  // namespace kfleet::agents
