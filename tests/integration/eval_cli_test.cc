@@ -101,6 +101,19 @@ TEST_F(EvalCliTest, GoodGemmBiasGeluPassesEveryStageAndBeatsTheBaseline) {
   EXPECT_TRUE(r["compile"]["ok"].get<bool>());
 }
 
+TEST_F(EvalCliTest, HalfPrecisionKernelIsJudgedWithTheF16Tolerance) {
+  nlohmann::json r = Eval("layernorm_f16_128x1024", "layernorm_f16_good.cpp", 0, {"--no-profile"});
+  ASSERT_TRUE(r.value("passed", false)) << r.dump(2);
+  ASSERT_EQ(r["tolerances"].size(), 1u);
+  EXPECT_EQ(r["tolerances"][0]["dtype"], "f16");
+  EXPECT_DOUBLE_EQ(r["tolerances"][0]["rtol"].get<double>(), 1e-2);
+  // The f32 kernel refuses f16 tensors, and says so through its status.
+  nlohmann::json wrong = Eval("layernorm_f16_128x1024", "layernorm_good.cpp", 1, {"--no-profile"});
+  EXPECT_EQ(wrong.value("failed_stage", ""), "smoke");
+  EXPECT_NE(wrong.value("reason", "").find("KF_ERR_INVALID_ARGUMENT"), std::string::npos)
+      << wrong.value("reason", "");
+}
+
 TEST_F(EvalCliTest, TableReportEndsWithTheVerdict) {
   CliResult run = fleet_.Cli({"eval", "--spec", Spec("layernorm_128x1024"), "--source",
                               DataPath("kernels/bug_unwritten.cpp"), "--config", Config(),
