@@ -1,8 +1,8 @@
 #include "agents/template_family.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "agents/elementwise_template.h"
 #include "agents/gemm_template.h"
@@ -18,9 +18,9 @@ Result<SpecView> AnalyzeSpec(const planner::Graph& spec) {
     if (!g.free) kernels.push_back(&g);
   }
   if (kernels.size() != 1) {
-    return InvalidArgument(fmt::format(
-        "a kernel spec must be one fusion group; this one partitions into {} kernels",
-        kernels.size()));
+    return InvalidArgument(
+        fmt::format("a kernel spec must be one fusion group; this one partitions into {} kernels",
+                    kernels.size()));
   }
   if (kernels[0]->opaque) {
     return InvalidArgument("the spec holds an op kfleet does not support");
@@ -43,7 +43,8 @@ Params DefaultParams(const std::vector<ParamSpace>& space) {
 Status CheckParams(const std::vector<ParamSpace>& space, const Params& params) {
   for (const ParamSpace& p : space) {
     auto it = params.find(p.name);
-    if (it == params.end()) return InvalidArgument(fmt::format("parameter '{}' is missing", p.name));
+    if (it == params.end())
+      return InvalidArgument(fmt::format("parameter '{}' is missing", p.name));
     if (std::find(p.values.begin(), p.values.end(), it->second) == p.values.end()) {
       return InvalidArgument(fmt::format("parameter '{}' cannot be '{}' (one of: {})", p.name,
                                          it->second, fmt::join(p.values, ", ")));

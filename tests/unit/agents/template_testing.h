@@ -66,7 +66,8 @@ inline std::vector<std::unique_ptr<Spec>> ModelSpecs(const std::string& file,
   import.compute_dtype = dtype;
   Result<planner::DeviceModel> device = planner::DeviceCatalog::Builtin().Find("h200");
   EXPECT_TRUE(device.ok());
-  Result<planner::PlannedModel> planned = planner::PlanOnnxFile(ModelPath(file), import, *device, {});
+  Result<planner::PlannedModel> planned =
+      planner::PlanOnnxFile(ModelPath(file), import, *device, {});
   EXPECT_TRUE(planned.ok()) << planned.status().ToString();
   if (!planned.ok()) return specs;
   for (const auto& job : planned->plan.jobs) {
@@ -124,7 +125,8 @@ inline void ExpectRenderedKernelPasses(Evaluator& evaluator, const TemplateFamil
   for (const auto& [k, v] : params) params_text += k + "=" + v + " ";
   EXPECT_TRUE(report.passed) << family.name() << " on " << spec.name << " with " << params_text
                              << ": failed at " << report.failed_stage << ": " << report.reason
-                             << "\n" << report.compile.log << "\n--- source ---\n"
+                             << "\n"
+                             << report.compile.log << "\n--- source ---\n"
                              << kernel->source;
 }
 

@@ -1,0 +1,75 @@
+#include "agents/kernel_math.h"
+
+namespace kfleet::agents {
+namespace {
+
+// Ternaries (not std::min / std::max), the 1.5 * 2^23 shifter (not std::floor) and
+// __builtin_bit_cast (not memcpy) are what keep these vectorizable.
+constexpr std::string_view kExp = R"(static inline float kf_exp(float x) {
+  x = x < -104.0f ? -104.0f : x;
+  x = x > 89.0f ? 89.0f : x;
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + shifter) - shifter;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t k = static_cast<int32_t>(n);
+  const int32_t k1 = k >> 1;
+  const float s1 = __builtin_bit_cast(float, (k1 + 127) << 23);
+  const float s2 = __builtin_bit_cast(float, (k - k1 + 127) << 23);
+  return p * s1 * s2;
+}
+)";
+
+// Coefficients of the rational fits Eigen uses for float tanh and erf.
+constexpr std::string_view kTanh = R"(static inline float kf_tanh(float x) {
+  const float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  const float x2 = c * c;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  const float t = c * p / q;
+  return t > 1.0f ? 1.0f : (t < -1.0f ? -1.0f : t);
+}
+)";
+
+constexpr std::string_view kErf = R"(static inline float kf_erf(float x) {
+  const float c = x < -4.0f ? -4.0f : (x > 4.0f ? 4.0f : x);
+  const float x2 = c * c;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 - 2.10102402082508e-06f;
+  p = p * x2 - 5.69250639462346e-05f;
+  p = p * x2 - 7.34990630326855e-04f;
+  p = p * x2 - 2.95459980854025e-03f;
+  p = p * x2 - 1.60960333262415e-02f;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 - 2.13374055278905e-04f;
+  q = q * x2 - 1.68282697438203e-03f;
+  q = q * x2 - 7.37332916720468e-03f;
+  q = q * x2 - 1.42647390514189e-02f;
+  const float e = c * p / q;
+  return e > 1.0f ? 1.0f : (e < -1.0f ? -1.0f : e);
+}
+)";
+
+}  // namespace
+
+std::string_view KernelExpSource() { return kExp; }
+std::string_view KernelTanhSource() { return kTanh; }
+std::string_view KernelErfSource() { return kErf; }
+
+}  // namespace kfleet::agents
