@@ -81,6 +81,33 @@ void TransposeTile32(const uint32_t* src, int64_t src_stride, uint32_t* dst, int
   }
 }
 
+// out (dense, `total` elements) = the elements of `in` walked by `dims` / `strides`, one output row
+// (the innermost dim) at a time: memcpy when the row is contiguous in the input, a strided loop
+// otherwise. Rows are split over the OpenMP team.
+template <typename T>
+void CopyStridedRows(const T* in, T* out, const std::vector<int64_t>& dims,
+                     const std::vector<int64_t>& strides, int64_t total) {
+  const int64_t inner = dims.back();
+  const int64_t inner_stride = strides.back();
+  const std::vector<int64_t> outer(dims.begin(), dims.end() - 1);
+  const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
+  ParallelFor(total / inner, std::max<int64_t>(1, kParallelGrainElements / inner),
+              [&](int64_t begin, int64_t end) {
+                Odometer<1> it{&outer, {&outer_strides}, {}, {}};
+                it.Seek(begin);
+                for (int64_t r = begin; r < end; ++r) {
+                  const T* src = in + it.offset[0];
+                  T* dst = out + r * inner;
+                  if (inner_stride == 1) {
+                    std::memcpy(dst, src, static_cast<size_t>(inner) * sizeof(T));
+                  } else {
+                    for (int64_t i = 0; i < inner; ++i) dst[i] = src[i * inner_stride];
+                  }
+                  it.Next();
+                }
+              });
+}
+
 template <typename T>
 void PermuteTyped(const T* in, T* out, const Shape& in_shape, const std::vector<int64_t>& perm) {
   const Shape in_strides = Strides(in_shape);
@@ -108,25 +135,7 @@ void PermuteTyped(const T* in, T* out, const Shape& in_shape, const std::vector<
   }
   if (strides.back() == 1 || dims.size() == 1) {
     // Rows the input holds contiguously: copy them whole.
-    const int64_t inner = dims.back();
-    const int64_t inner_stride = strides.back();
-    const std::vector<int64_t> outer(dims.begin(), dims.end() - 1);
-    const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
-    ParallelFor(total / inner, std::max<int64_t>(1, kParallelGrainElements / inner),
-                [&](int64_t begin, int64_t end) {
-                  Odometer<1> it{&outer, {&outer_strides}, {}, {}};
-                  it.Seek(begin);
-                  for (int64_t r = begin; r < end; ++r) {
-                    const T* src = in + it.offset[0];
-                    T* dst = out + r * inner;
-                    if (inner_stride == 1) {
-                      std::memcpy(dst, src, static_cast<size_t>(inner) * sizeof(T));
-                    } else {
-                      for (int64_t i = 0; i < inner; ++i) dst[i] = src[i * inner_stride];
-                    }
-                    it.Next();
-                  }
-                });
+    CopyStridedRows(in, out, dims, strides, total);
     return;
   }
   // The innermost output dim is strided in the input: copy in square tiles so both sides stay in
@@ -394,25 +403,7 @@ Result<PreparedOp> PrepareSlice(const NodeContext& c) {
       if (total == 0) return Status::Ok();
       const T* in = a.inputs[0]->as<const T>() + base;
       T* out = a.outputs[0]->as<T>();
-      const int64_t inner = dims.back();
-      const int64_t step = strides.back();
-      const std::vector<int64_t> outer(dims.begin(), dims.end() - 1);
-      const std::vector<int64_t> outer_strides(strides.begin(), strides.end() - 1);
-      ParallelFor(total / inner, std::max<int64_t>(1, kParallelGrainElements / inner),
-                  [&](int64_t begin, int64_t end) {
-                    Odometer<1> it{&outer, {&outer_strides}, {}, {}};
-                    it.Seek(begin);
-                    for (int64_t r = begin; r < end; ++r) {
-                      const T* src = in + it.offset[0];
-                      T* dst = out + r * inner;
-                      if (step == 1) {
-                        std::memcpy(dst, src, static_cast<size_t>(inner) * sizeof(T));
-                      } else {
-                        for (int64_t i = 0; i < inner; ++i) dst[i] = src[i * step];
-                      }
-                      it.Next();
-                    }
-                  });
+      CopyStridedRows(in, out, dims, strides, total);
       return Status::Ok();
     };
   });
