@@ -184,9 +184,9 @@ class Evaluator {
     if (!reference.ok()) {
       return fail("the float64 reference could not run: " + reference.status().message());
     }
+    // The kernel gets copies; `feeds` stays as it was, to catch a kernel writing its inputs.
     std::vector<Tensor> inputs;
     for (int v : graph.inputs) inputs.push_back(feeds.at(v));
-    const std::vector<Tensor> before = inputs;
     for (int v : graph.outputs) {
       trial.outputs.emplace_back(graph.values[v].dtype, graph.values[v].shape);
       Poison(trial.outputs.back());
@@ -200,14 +200,15 @@ class Evaluator {
     if (observer_ != nullptr) observer_->EndCall();
     if (status != 0) return fail("kf_kernel_run returned " + KernelStatusName(status));
     for (size_t i = 0; i < inputs.size(); ++i) {
-      const int64_t at = FirstDifference(before[i], inputs[i]);
+      const Tensor& before = feeds.at(graph.inputs[i]);
+      const int64_t at = FirstDifference(before, inputs[i]);
       if (at >= 0) {
         const std::string& name = graph.values[graph.inputs[i]].name;
         return fail(fmt::format(
             "the kernel wrote into its input: {} changed from {:.8g} to {:.8g} ({} elements "
             "changed); inputs are read-only",
-            ElementName(name, inputs[i].shape(), at), before[i].GetDouble(at),
-            inputs[i].GetDouble(at), CountDifferences(before[i], inputs[i])));
+            ElementName(name, inputs[i].shape(), at), before.GetDouble(at), inputs[i].GetDouble(at),
+            CountDifferences(before, inputs[i])));
       }
     }
     trial.result.passed = true;
