@@ -5,7 +5,8 @@ namespace {
 
 constexpr std::string_view kSelectCandidate = R"sql(
   SELECT id, kernel_job_id, island, parents, agent, plan, params, source_hash, state,
-         test_report, profile_report, median_us, speedup, created_us, updated_us
+         test_report, profile_report, median_us, speedup, created_us, updated_us, round,
+         template, failed_stage, error
   FROM candidates
 )sql";
 
@@ -26,6 +27,10 @@ Result<CandidateRow> ReadCandidate(const Statement& stmt) {
   row.speedup = stmt.ColumnOptionalDouble(12);
   row.created_us = stmt.ColumnInt64(13);
   row.updated_us = stmt.ColumnInt64(14);
+  row.round = stmt.ColumnInt64(15);
+  row.template_name = stmt.ColumnText(16);
+  row.failed_stage = stmt.ColumnText(17);
+  row.error = stmt.ColumnText(18);
   return row;
 }
 
@@ -39,12 +44,12 @@ Result<bool> Applied(Statement& stmt) {
 Result<int64_t> CandidateRepo::Create(const NewCandidate& c) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     INSERT INTO candidates (kernel_job_id, island, parents, agent, plan, params, created_us,
-                            updated_us)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                            updated_us, round, template)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
     RETURNING id
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(c.kernel_job_id, c.island, c.parents_json, c.agent, c.plan,
-                                  c.params_json, clock_.NowUs()));
+                                  c.params_json, clock_.NowUs(), c.round, c.template_name));
   KF_ASSIGN_OR_RETURN(std::optional<int64_t> id, stmt.RunReturningInt64());
   if (!id.has_value()) return Internal("insert candidate returned no id");
   return *id;
@@ -74,6 +79,14 @@ Result<std::vector<CandidateRow>> CandidateRepo::Fastest(int64_t kernel_job_id, 
   return ReadAllRows(stmt, ReadCandidate);
 }
 
+Result<bool> CandidateRepo::SetPlan(int64_t id, std::string_view plan) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE candidates SET plan = ?2, updated_us = ?3 WHERE id = ?1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(id, plan, clock_.NowUs()));
+  return Applied(stmt);
+}
+
 Result<bool> CandidateRepo::SetSource(int64_t id, std::string_view source_hash) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     UPDATE candidates SET source_hash = ?2, state = 'coded', updated_us = ?3
@@ -98,6 +111,18 @@ Result<bool> CandidateRepo::RecordTest(int64_t id, bool passed, std::string_view
   )sql"));
   CandidateState state = passed ? CandidateState::kPassed : CandidateState::kFailed;
   KF_RETURN_IF_ERROR(stmt.BindAll(id, Name(state), Blob{report}, clock_.NowUs()));
+  return Applied(stmt);
+}
+
+Result<bool> CandidateRepo::RecordFailure(int64_t id, std::string_view stage,
+                                          std::string_view error, std::string_view report) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE candidates
+    SET state = 'failed', failed_stage = ?2, error = ?3,
+        test_report = CASE WHEN length(?4) > 0 THEN ?4 ELSE test_report END, updated_us = ?5
+    WHERE id = ?1 AND state NOT IN ('failed', 'profiled')
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(id, stage, error, Blob{report}, clock_.NowUs()));
   return Applied(stmt);
 }
 

@@ -21,6 +21,8 @@ struct NewCandidate {
   std::string agent;                // "template", "llm:<model>"
   std::string plan;
   std::string params_json = "{}";
+  int64_t round = 0;
+  std::string template_name;  // the template family that renders it
 };
 
 struct CandidateRow {
@@ -39,6 +41,10 @@ struct CandidateRow {
   std::optional<double> speedup;
   int64_t created_us = 0;
   int64_t updated_us = 0;
+  int64_t round = 0;
+  std::string template_name;
+  std::string failed_stage;  // when failed: "code", "compile", "smoke", ..., "duplicate"
+  std::string error;         // when failed: what went wrong, for people and the next plan
 };
 
 // Each update returns whether it applied (the candidate exists and was in a state allowing it).
@@ -52,11 +58,16 @@ class CandidateRepo {
   // Profiled candidates of a kernel job, the highest speedup first.
   [[nodiscard]] Result<std::vector<CandidateRow>> Fastest(int64_t kernel_job_id, int limit);
 
+  // The strategy text shown for the candidate (its template's explanation).
+  [[nodiscard]] Result<bool> SetPlan(int64_t id, std::string_view plan);
   // proposed -> coded, with the source already in the BlobStore.
   [[nodiscard]] Result<bool> SetSource(int64_t id, std::string_view source_hash);
   [[nodiscard]] Result<bool> SetState(int64_t id, CandidateState state);
   // coded or compiled -> passed / failed, keeping the harness's report.
   [[nodiscard]] Result<bool> RecordTest(int64_t id, bool passed, std::string_view report);
+  // Any unfinished state -> failed, with the stage and the reason.
+  [[nodiscard]] Result<bool> RecordFailure(int64_t id, std::string_view stage,
+                                           std::string_view error, std::string_view report = {});
   // passed -> profiled.
   [[nodiscard]] Result<bool> RecordProfile(int64_t id, std::string_view report, double median_us,
                                            double speedup);

@@ -5,7 +5,7 @@ namespace {
 
 constexpr std::string_view kSelectJob = R"sql(
   SELECT id, kind, name, model_id, target, state, priority, budget_ms, options, error,
-         created_us, updated_us, finished_us
+         created_us, updated_us, finished_us, phase, summary
   FROM jobs
 )sql";
 
@@ -24,6 +24,8 @@ Result<JobRow> ReadJob(const Statement& stmt) {
   row.created_us = stmt.ColumnInt64(10);
   row.updated_us = stmt.ColumnInt64(11);
   row.finished_us = stmt.ColumnOptionalInt64(12);
+  row.phase = stmt.ColumnText(13);
+  row.summary_json = stmt.ColumnText(14);
   return row;
 }
 
@@ -32,12 +34,13 @@ Result<JobRow> ReadJob(const Statement& stmt) {
 Result<int64_t> JobRepo::Create(const NewJob& job) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     INSERT INTO jobs (kind, name, model_id, target, priority, budget_ms, options, created_us,
-                      updated_us)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                      updated_us, phase)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
     RETURNING id
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(Name(job.kind), job.name, job.model_id, Name(job.target),
-                                  job.priority, job.budget_ms, job.options_json, clock_.NowUs()));
+                                  job.priority, job.budget_ms, job.options_json, clock_.NowUs(),
+                                  job.phase));
   KF_ASSIGN_OR_RETURN(std::optional<int64_t> id, stmt.RunReturningInt64());
   if (!id.has_value()) return Internal("insert job '" + job.name + "' returned no id");
   return *id;
@@ -70,6 +73,26 @@ Result<bool> JobRepo::SetState(int64_t id, JobState state, std::string_view erro
   if (changed == 1) return true;
   KF_RETURN_IF_ERROR(Get(id).status());  // NotFound for an unknown job
   return false;
+}
+
+Result<bool> JobRepo::SetPhase(int64_t id, std::string_view phase) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE jobs SET phase = ?2, updated_us = ?3
+    WHERE id = ?1 AND state NOT IN ('done', 'failed', 'cancelled')
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(id, phase, clock_.NowUs()));
+  KF_ASSIGN_OR_RETURN(int64_t changed, stmt.Run());
+  return changed == 1;
+}
+
+Status JobRepo::SetSummary(int64_t id, std::string_view summary_json) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE jobs SET summary = ?2, updated_us = ?3 WHERE id = ?1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(id, summary_json, clock_.NowUs()));
+  KF_ASSIGN_OR_RETURN(int64_t changed, stmt.Run());
+  if (changed != 1) return NotFound("no job " + std::to_string(id));
+  return Status::Ok();
 }
 
 }  // namespace kfleet::storage

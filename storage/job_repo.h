@@ -22,6 +22,7 @@ struct NewJob {
   double priority = 0;
   int64_t budget_ms = 0;  // 0: no budget
   std::string options_json = "{}";
+  std::string phase;  // model jobs: "importing" at first; empty for diagnostics
 };
 
 struct JobRow {
@@ -38,6 +39,9 @@ struct JobRow {
   int64_t created_us = 0;
   int64_t updated_us = 0;
   std::optional<int64_t> finished_us;
+  // Model jobs: importing -> profiling -> searching -> verifying -> finished.
+  std::string phase;
+  std::string summary_json;  // what the phases found: baseline, plan, verification (JSON)
 };
 
 class JobRepo {
@@ -51,6 +55,9 @@ class JobRepo {
   // Moves a job to `state` (with `error` for kFailed). Finished states (done, failed, cancelled)
   // are final: returns false, changing nothing, when the job has already finished.
   [[nodiscard]] Result<bool> SetState(int64_t id, JobState state, std::string_view error = {});
+  // Unfinished jobs only; false when the job has finished.
+  [[nodiscard]] Result<bool> SetPhase(int64_t id, std::string_view phase);
+  [[nodiscard]] Status SetSummary(int64_t id, std::string_view summary_json);
 
  private:
   Database& db_;

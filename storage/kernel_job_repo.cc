@@ -5,7 +5,7 @@ namespace {
 
 constexpr std::string_view kSelectKernelJob = R"sql(
   SELECT id, job_id, name, spec_hash, spec, count, baseline_us, sol_us, expected_saving_us,
-         rank, state, best_candidate_id
+         rank, state, best_candidate_id, family, share, budget_ms, note, rounds
   FROM kernel_jobs
 )sql";
 
@@ -23,6 +23,11 @@ Result<KernelJobRow> ReadKernelJob(const Statement& stmt) {
   row.rank = stmt.ColumnInt64(9);
   KF_ASSIGN_OR_RETURN(row.state, Parse<KernelJobState>(stmt.ColumnText(10)));
   row.best_candidate_id = stmt.ColumnOptionalInt64(11);
+  row.family = stmt.ColumnText(12);
+  row.share = stmt.ColumnDouble(13);
+  row.budget_ms = stmt.ColumnInt64(14);
+  row.note = stmt.ColumnText(15);
+  row.rounds = stmt.ColumnInt64(16);
   return row;
 }
 
@@ -31,12 +36,13 @@ Result<KernelJobRow> ReadKernelJob(const Statement& stmt) {
 Result<int64_t> KernelJobRepo::Create(const NewKernelJob& k) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     INSERT INTO kernel_jobs (job_id, name, spec_hash, spec, count, baseline_us, sol_us,
-                             expected_saving_us, rank)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                             expected_saving_us, rank, family, share, budget_ms, state, note)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
     RETURNING id
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(k.job_id, k.name, k.spec_hash, Blob{k.spec}, k.count,
-                                  k.baseline_us, k.sol_us, k.expected_saving_us, k.rank));
+                                  k.baseline_us, k.sol_us, k.expected_saving_us, k.rank, k.family,
+                                  k.share, k.budget_ms, Name(k.state), k.note));
   Result<std::optional<int64_t>> id = stmt.RunReturningInt64();
   if (!id.ok()) {
     return id.status().WithContext("job " + std::to_string(k.job_id) + ": add kernel job '" +
@@ -66,6 +72,25 @@ Result<bool> KernelJobRepo::SetState(int64_t id, KernelJobState state) {
     UPDATE kernel_jobs SET state = ?2 WHERE id = ?1
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(id, Name(state)));
+  KF_ASSIGN_OR_RETURN(int64_t changed, stmt.Run());
+  return changed == 1;
+}
+
+Result<int64_t> KernelJobRepo::StartRound(int64_t id) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE kernel_jobs SET rounds = rounds + 1 WHERE id = ?1 RETURNING rounds - 1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(id));
+  KF_ASSIGN_OR_RETURN(std::optional<int64_t> round, stmt.RunReturningInt64());
+  if (!round.has_value()) return NotFound("no kernel job " + std::to_string(id));
+  return *round;
+}
+
+Result<bool> KernelJobRepo::Finish(int64_t id, KernelJobState state, std::string_view note) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE kernel_jobs SET state = ?2, note = ?3 WHERE id = ?1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(id, Name(state), note));
   KF_ASSIGN_OR_RETURN(int64_t changed, stmt.Run());
   return changed == 1;
 }

@@ -208,9 +208,28 @@ constexpr std::string_view kSchemaV2 = R"sql(
 CREATE INDEX tasks_queue_age ON tasks(id) WHERE state = 'queued';
 )sql";
 
-constexpr std::array<Migration, 2> kMigrations = {{
+// The kernel search keeps all of its state here, so a restarted coordinator resumes it: the phase
+// of a model job and its results, each kernel job's family, budget and why it stopped, and each
+// candidate's round, template and failure.
+constexpr std::string_view kSchemaV3 = R"sql(
+ALTER TABLE jobs ADD COLUMN phase TEXT NOT NULL DEFAULT ''
+  CHECK (phase IN ('', 'importing', 'profiling', 'searching', 'verifying', 'finished'));
+ALTER TABLE jobs ADD COLUMN summary TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(summary));
+ALTER TABLE kernel_jobs ADD COLUMN family TEXT NOT NULL DEFAULT '';
+ALTER TABLE kernel_jobs ADD COLUMN share REAL NOT NULL DEFAULT 0;
+ALTER TABLE kernel_jobs ADD COLUMN budget_ms INTEGER NOT NULL DEFAULT 0 CHECK (budget_ms >= 0);
+ALTER TABLE kernel_jobs ADD COLUMN note TEXT NOT NULL DEFAULT '';
+ALTER TABLE kernel_jobs ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0 CHECK (rounds >= 0);
+ALTER TABLE candidates ADD COLUMN round INTEGER NOT NULL DEFAULT 0 CHECK (round >= 0);
+ALTER TABLE candidates ADD COLUMN template TEXT NOT NULL DEFAULT '';
+ALTER TABLE candidates ADD COLUMN failed_stage TEXT NOT NULL DEFAULT '';
+ALTER TABLE candidates ADD COLUMN error TEXT NOT NULL DEFAULT '';
+)sql";
+
+constexpr std::array<Migration, 3> kMigrations = {{
     {1, "initial schema", kSchemaV1},
     {2, "index of queued tasks by age", kSchemaV2},
+    {3, "kernel search state", kSchemaV3},
 }};
 
 }  // namespace

@@ -362,6 +362,26 @@ Result<bool> TaskRepo::HasOpenTasks(int64_t job_id) {
   return stmt.Step();
 }
 
+Result<bool> TaskRepo::HasOpenKernelJobTasks(int64_t kernel_job_id) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    SELECT 1 FROM tasks WHERE kernel_job_id = ?1 AND state IN ('queued', 'leased') LIMIT 1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(kernel_job_id));
+  return stmt.Step();
+}
+
+Result<int64_t> TaskRepo::KernelJobAttemptMicros(int64_t kernel_job_id, int64_t now_us) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    SELECT coalesce(sum(max(coalesce(a.ended_us, ?2) - a.started_us, 0)), 0)
+    FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+    WHERE t.kernel_job_id = ?1
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(kernel_job_id, now_us));
+  KF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return int64_t{0};
+  return stmt.ColumnInt64(0);
+}
+
 Result<int64_t> TaskRepo::RetryCount(int64_t job_id) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id

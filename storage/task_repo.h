@@ -131,6 +131,11 @@ class TaskRepo {
   [[nodiscard]] Result<TaskCounts> CountsByState(int64_t job_id);
   // Whether any task of the job is still queued or leased (an index probe, not a count).
   [[nodiscard]] Result<bool> HasOpenTasks(int64_t job_id);
+  // The same for one kernel job's tasks.
+  [[nodiscard]] Result<bool> HasOpenKernelJobTasks(int64_t kernel_job_id);
+  // Microseconds the attempts of a kernel job's tasks have run (finished attempts, plus running
+  // ones up to `now_us`): what its search budget is charged.
+  [[nodiscard]] Result<int64_t> KernelJobAttemptMicros(int64_t kernel_job_id, int64_t now_us);
   // Attempts of the job's tasks that ended and were followed by another attempt.
   [[nodiscard]] Result<int64_t> RetryCount(int64_t job_id);
   [[nodiscard]] Result<std::vector<TaskAttemptRow>> Attempts(int64_t task_id);

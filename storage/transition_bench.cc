@@ -15,7 +15,6 @@
 namespace kfleet::storage {
 namespace {
 
-
 // One run in a fresh database: enqueue `tasks` (untimed), then time lease + complete of each,
 // committing every `per_txn` transitions.
 Result<TransitionRate> TimeTransitions(const std::filesystem::path& dir, SyncMode sync,

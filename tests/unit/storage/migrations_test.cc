@@ -65,15 +65,15 @@ Status InsertV1Rows(Database& db) {
 
 void CheckV1Rows(Database& db) {
   const std::map<std::string, int64_t> expected_counts = {
-      {"blobs", 1},         {"models", 1}, {"jobs", 1},     {"kernel_jobs", 1},
-      {"candidates", 1},    {"nodes", 1},  {"devices", 1},
-      {"task_attempts", 1}, {"events", 1}, {"llm_calls", 1}};
+      {"blobs", 1}, {"models", 1},  {"jobs", 1},          {"kernel_jobs", 1}, {"candidates", 1},
+      {"nodes", 1}, {"devices", 1}, {"task_attempts", 1}, {"events", 1},      {"llm_calls", 1}};
   for (const auto& [table, count] : expected_counts) {
     auto actual = db.QueryInt64("SELECT count(*) FROM " + table);
     ASSERT_TRUE(actual.ok()) << actual.status().ToString();
     EXPECT_EQ(*actual, count) << table;
   }
-  auto task = db.QueryText("SELECT state || ' ' || attempt || ' ' || node_id FROM tasks WHERE id = 1");
+  auto task =
+      db.QueryText("SELECT state || ' ' || attempt || ' ' || node_id FROM tasks WHERE id = 1");
   ASSERT_TRUE(task.ok());
   EXPECT_EQ(*task, "leased 1 1");
   auto spec = db.QueryText("SELECT hex(spec) FROM kernel_jobs");
@@ -89,7 +89,8 @@ Status InsertV2Rows(Database& db) {
 }
 
 void CheckV2Rows(Database& db) {
-  auto stmt = db.Prepare("EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE state = 'queued' ORDER BY id");
+  auto stmt =
+      db.Prepare("EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE state = 'queued' ORDER BY id");
   ASSERT_TRUE(stmt.ok()) << stmt.status().ToString();
   std::string plan;
   while (true) {
@@ -104,10 +105,37 @@ void CheckV2Rows(Database& db) {
   EXPECT_EQ(*queued, 1);
 }
 
+// Rows written before v3 get the defaults; v3 rows carry the search state.
+Status InsertV3Rows(Database& db) {
+  return db.Exec(R"sql(
+    UPDATE jobs SET phase = 'searching', summary = '{"baseline_us": 12.5}' WHERE id = 1;
+    UPDATE candidates SET round = 2, template = 'gemm_blas', state = 'failed',
+                          failed_stage = 'smoke', error = 'wrong result';
+  )sql");
+}
+
+void CheckV3Rows(Database& db) {
+  auto phase = db.QueryText(
+      "SELECT phase || ' ' || json_extract(summary, '$.baseline_us') "
+      "FROM jobs WHERE id = 1");
+  ASSERT_TRUE(phase.ok()) << phase.status().ToString();
+  EXPECT_EQ(*phase, "searching 12.5");
+  auto failed = db.QueryText(
+      "SELECT template || ' ' || round || ' ' || failed_stage "
+      "FROM candidates WHERE state = 'failed'");
+  ASSERT_TRUE(failed.ok()) << failed.status().ToString();
+  EXPECT_EQ(*failed, "gemm_blas 2 smoke");
+  auto defaults =
+      db.QueryInt64("SELECT count(*) FROM kernel_jobs WHERE budget_ms = 0 AND note = ''");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(*defaults, 1);
+}
+
 const std::map<int, VersionFixture>& Fixtures() {
   static const std::map<int, VersionFixture> fixtures = {
       {1, {InsertV1Rows, CheckV1Rows}},
       {2, {InsertV2Rows, CheckV2Rows}},
+      {3, {InsertV3Rows, CheckV3Rows}},
   };
   return fixtures;
 }
