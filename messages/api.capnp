@@ -38,6 +38,7 @@ struct SubmitRequest {
     }
     echo @6 :EchoSpec;
   }
+  top @7 :UInt32;         # model jobs: kernel jobs to search, best expected saving first; 0 = 5
 }
 
 struct SubmitReply {
@@ -63,6 +64,7 @@ struct JobSummary {
   createdUs @6 :Int64;  # microseconds since the Unix epoch
   updatedUs @7 :Int64;  # microseconds since the Unix epoch
   error @8 :Text;       # why the job failed, when it did
+  phase @9 :Text;       # model jobs: "profiling", "searching", "verifying", "finished"
 }
 
 struct StatusRequest {}
@@ -169,13 +171,31 @@ struct KernelJobSummary {
   solUs @4 :Float64;              # speed-of-light (roofline) time, microseconds
   expectedSavingUs @5 :Float64;   # Amdahl ranking key, microseconds per model run
   bestUs @6 :Float64;             # best candidate's time, microseconds; 0 = none yet
-  state @7 :Text;                 # "queued", "searching", "done"
+  state @7 :Text;                 # "pending", "searching", "done", "failed"
+  family @8 :Text;                # planner family ("gemm+gelu_tanh")
+  share @9 :Float64;              # of the baseline model time, 0..1
+  speedup @10 :Float64;           # best candidate's profiled speedup; 0 = none yet
+  candidates @11 :UInt32;         # tried so far
+  failedCandidates @12 :UInt32;   # rejected by compile or a test stage (duplicates included)
+  note @13 :Text;                 # why the search stopped or never started
+  template @14 :Text;             # the best candidate's template family
+  verified @15 :Bool;             # kept by the end-to-end check
+  budgetMs @16 :UInt64;           # task time the search may spend on it
+  spentMs @17 :UInt64;            # task time spent so far
 }
 
 struct ShowReply {
   job @0 :JobSummary;
   kernels @1 :List(KernelJobSummary);   # ranked by expected saving
   attemptFailures @2 :List(Text);       # recent task failures, for diagnosis
+  # Model jobs (0 / empty until known).
+  device @3 :Text;                      # where the baseline was measured
+  baselineModelUs @4 :Float64;          # whole model, baseline executor
+  projectedSpeedup @5 :Float64;         # Amdahl, with each kernel's profiled speedup
+  measuredSpeedup @6 :Float64;          # end-to-end check with the kept kernels swapped in
+  verifyNote @7 :Text;
+  budgetMs @8 :UInt64;                  # search wall time
+  searchElapsedMs @9 :UInt64;
 }
 
 struct ExportRequest {

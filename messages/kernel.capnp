@@ -121,3 +121,123 @@ struct ProfileReport {
   flagged @10 :Bool;              # speedup too good to be true; needs a second look
   note @11 :Text;                 # why it was flagged, or other remarks
 }
+
+# ---------------------------------------------------------------------------------------------
+# Task payloads of the kernel search (Assign.payload in, TaskResult.output out). Reports that the
+# harness already writes as JSON (eval/report.h EvalReport, eval/model_verify.h) travel as that
+# JSON text: one definition of each report, readable in the store with sqlite3.
+
+# What the search knows about one earlier candidate of the kernel job, for `plan`.
+struct CandidateOutcome {
+  id @0 :UInt64;
+  island @1 :UInt32;
+  template @2 :Text;          # template family that rendered it ("gemm_blas")
+  params @3 :List(Param);
+  state @4 :Text;             # "pending", "failed", "passed", "profiled"
+  failedStage @5 :Text;       # when failed: "compile", "smoke", "shape_sweep", ... or "duplicate"
+  speedup @6 :Float64;        # when profiled: baseline / candidate
+}
+
+# Input of a `plan` task: propose `count` new parameter points for one island.
+struct PlanRequest {
+  specOnnx @0 :Data;          # the kernel job's standalone ONNX spec
+  island @1 :UInt32;
+  round @2 :UInt32;           # 0 = the first round of this island
+  count @3 :UInt32;           # proposals wanted
+  seed @4 :UInt64;            # with island and round, makes the proposals reproducible
+  migrate @5 :Bool;           # this round may take elites of other islands as parents
+  history @6 :List(CandidateOutcome);   # every candidate of the kernel job so far
+  templates @7 :List(Text);   # only these template families; empty = every one that fits
+}
+
+# One proposed candidate.
+struct Proposal {
+  template @0 :Text;
+  params @1 :List(Param);
+  parents @2 :List(UInt64);   # candidate ids it was derived from
+  note @3 :Text;              # how it was made ("mutated threads of #12"), for people
+}
+
+struct PlanReply {
+  proposals @0 :List(Proposal);   # fewer than asked when the space is exhausted
+}
+
+# Input of a `code` task: render one proposal into a source file under the kernel ABI.
+struct CodeRequest {
+  specOnnx @0 :Data;
+  template @1 :Text;
+  params @2 :List(Param);
+}
+
+struct CodeReply {
+  source @0 :Text;
+  explanation @1 :Text;   # the strategy in a line or two
+}
+
+# Input of a `test` task (correctness stages) and of a candidate `profile` (smoke + timing).
+struct EvalRequest {
+  specOnnx @0 :Data;
+  source @1 :Text;
+  candidateId @2 :UInt64;
+  seed @3 :UInt64;
+  solUs @4 :Float64;       # speed-of-light floor of the spec on the target; 0 = unknown
+  profile @5 :Bool;        # false: compile + test stages; true: compile + smoke + profile
+}
+
+struct EvalReply {
+  passed @0 :Bool;
+  reportJson @1 :Text;     # eval::EvalReport as JSON (eval/report.h ToJson)
+}
+
+# Input of a model `profile` task: the baseline of the whole model, per node.
+struct ModelProfileRequest {
+  model @0 :Data;          # ONNX bytes
+  reps @1 :UInt32;         # timed runs; the median per node is reported
+  seed @2 :UInt64;         # random inputs and weights
+}
+
+struct NodeTime {
+  name @0 :Text;           # ONNX node name
+  us @1 :Float64;          # median microseconds per run
+}
+
+struct ModelProfileReply {
+  nodes @0 :List(NodeTime);
+  totalUs @1 :Float64;           # median end-to-end time of one run
+  device @2 :Text;               # "cpu: <model>, N cores"
+  cpuModel @3 :Text;             # the worker's calibration, for the coordinator's cost model
+  logicalCores @4 :UInt32;
+  copyBytesPerS @5 :Float64;
+  matmulFlopsPerS @6 :Float64;
+}
+
+# One winning kernel to swap into the model.
+struct VerifyKernel {
+  specHash @0 :Text;       # every fusion group of the model with this spec hash runs it
+  name @1 :Text;           # kernel job name, for messages
+  source @2 :Text;
+  symbol @3 :Text;         # exported name in the combined library ("kf_k3_run")
+}
+
+# Input of a verify `profile` task: the model with the winners swapped in, against the baseline.
+struct VerifyRequest {
+  model @0 :Data;
+  kernels @1 :List(VerifyKernel);
+  reps @2 :UInt32;
+  seed @3 :UInt64;
+}
+
+struct VerifyReply {
+  reportJson @0 :Text;     # eval::ModelVerifyReport as JSON (eval/model_verify.h)
+  library @1 :Data;        # the shared library with every kept kernel (empty when none kept)
+  header @2 :Text;         # its C header
+}
+
+# Assign.payload of a `profile` task: one of three timing jobs.
+struct ProfileRequest {
+  union {
+    candidate @0 :EvalRequest;
+    model @1 :ModelProfileRequest;
+    verify @2 :VerifyRequest;
+  }
+}
