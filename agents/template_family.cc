@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "agents/conv_template.h"
 #include "agents/elementwise_template.h"
 #include "agents/gemm_template.h"
 #include "agents/rownorm_template.h"
@@ -64,6 +65,8 @@ std::vector<std::unique_ptr<TemplateFamily>> CpuTemplateFamilies() {
   families.push_back(MakeRowNormTemplate());
   families.push_back(MakeGemmBlasTemplate());
   families.push_back(MakeGemmTiledTemplate());
+  families.push_back(MakeConvIm2colTemplate());
+  families.push_back(MakeConvDirectTemplate());
   return families;
 }
 

@@ -74,6 +74,15 @@ Result<planner::Graph> Apply(const onnx::ModelProto& original, const Substitutio
   for (auto& tensor : *graph->mutable_initializer()) {
     if (shape_inputs.count(tensor.name()) != 0) RewriteShapeConstant(tensor, sub);
   }
+  // A Conv's kernel_shape only repeats its weight's spatial sizes, which may have changed: the
+  // weight alone says it (exported specs carry the attribute, and 3 -> 5 would contradict it).
+  for (auto& node : *graph->mutable_node()) {
+    if (node.op_type() != "Conv" && node.op_type() != "ConvTranspose") continue;
+    auto* attributes = node.mutable_attribute();
+    for (int i = attributes->size() - 1; i >= 0; --i) {
+      if (attributes->Get(i).name() == "kernel_shape") attributes->DeleteSubrange(i, 1);
+    }
+  }
   for (auto& node : *graph->mutable_node()) {
     if (node.op_type() != "Constant" || node.output_size() != 1 ||
         shape_inputs.count(node.output(0)) == 0) {

@@ -62,7 +62,8 @@ TEST(RegistryTest, EveryFamilyHasAUniqueNameAndADefaultThatRenders) {
     ASSERT_NE(family, nullptr);
     EXPECT_TRUE(names.insert(std::string(family->name())).second) << family->name();
   }
-  EXPECT_EQ(names, (std::set<std::string>{"elementwise", "rownorm", "gemm_blas", "gemm_tiled"}));
+  EXPECT_EQ(names, (std::set<std::string>{"elementwise", "rownorm", "gemm_blas", "gemm_tiled",
+                                          "conv_im2col", "conv_direct"}));
 }
 
 // Which GPT-2 jobs the template agent can write a kernel for at all: every job but attention

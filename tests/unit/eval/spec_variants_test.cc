@@ -57,6 +57,26 @@ TEST(SpecVariantsTest, ReshapeConstantsFollowTheSize) {
   EXPECT_EQ(odd.values[odd.outputs[0]].shape, (planner::Shape{127, 767}));
 }
 
+TEST(SpecVariantsTest, AConvsKernelShapeFollowsItsWeight) {
+  // Exported specs repeat the weight's 3x3 in kernel_shape; a variant with a 5x5 weight must not
+  // contradict it.
+  Spec spec = Load(R"(<ir_version: 8, opset_import: ["" : 17]>
+      c (float[1,8,12,12] in0, float[16,8,3,3] in1) => (float[1,16,12,12] out0) {
+        out0 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (in0, in1)
+      })");
+  Result<std::vector<ShapeVariant>> variants = MakeShapeVariants(spec.bytes, spec.graph, 16);
+  ASSERT_TRUE(variants.ok()) << variants.status().ToString();
+  bool five = false;
+  for (const ShapeVariant& v : *variants) {
+    const planner::Shape& weight = v.graph.values[v.graph.inputs[1]].shape;
+    if (weight[2] != 5) continue;
+    five = true;
+    const int64_t height = v.graph.values[v.graph.inputs[0]].shape[2];
+    EXPECT_EQ(v.graph.values[v.graph.outputs[0]].shape[2], height + 2 - 5 + 1) << v.label;
+  }
+  EXPECT_TRUE(five) << "a variant grows the 3x3 window to 5x5";
+}
+
 TEST(SpecVariantsTest, BudgetAndLimitAreRespected) {
   Spec spec = Load(R"(<ir_version: 8, opset_import: ["" : 17]>
       g (float[64,64] in0) => (float[64,64] out0) { out0 = Relu (in0) })");
