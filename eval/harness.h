@@ -17,6 +17,9 @@ struct HarnessOptions {
   uint64_t seed = 1;
   int smoke_trials = 3;
   int max_sweep_shapes = 8;
+  // false: smoke then profile only, for a candidate whose test task already ran the shape sweep,
+  // stability and determinism stages; those stay not run, with a note, and do not fail it.
+  bool tests = true;
   bool profile = true;
   // Candidate and baseline are timed in alternation, each call after a cache flush, until both
   // medians are stable, max_reps, or this much time per subject (flushes included).
@@ -41,11 +44,16 @@ class CallObserver {
 };
 
 // Runs smoke -> shape sweep -> stability -> determinism -> profile on `kernel` for the spec
-// (`spec_onnx` is its standalone ONNX model, `spec` the imported graph). The report's compile
-// and load stages are the caller's; they are marked passed here.
+// (`spec_onnx` is its standalone ONNX model, `spec` the imported graph), leaving out the test or
+// profile stages that `options` turns off. The report's compile and load stages are the caller's;
+// they are marked passed here.
 EvalReport EvaluateKernel(std::string_view spec_onnx, const planner::Graph& spec,
                           const KernelLibrary& kernel, const HarnessOptions& options,
                           CallObserver* observer = nullptr);
+
+// With HarnessOptions::tests off: marks shape sweep, stability and determinism not run, with a
+// note saying why (the launcher's report of a harness that died in the profile stage needs it too).
+void MarkTestStagesSkipped(EvalReport& report);
 
 // Twice the last-level cache of this CPU (sysfs), at least 32 MiB.
 int64_t DefaultFlushBytes();

@@ -113,6 +113,7 @@ int Main(int argc, char** argv) {
   HarnessOptions options;
   int64_t call_timeout_ms = 10'000;
   bool no_profile = false;
+  bool no_tests = false;
   app.add_option("--spec", spec_path, "kernel spec (standalone ONNX)")->required();
   app.add_option("--library", library_path, "compiled candidate (.so)")->required();
   app.add_option("--seed", options.seed, "seed of every random input");
@@ -133,12 +134,15 @@ int Main(int argc, char** argv) {
   app.add_option("--suspicious-speedup", options.suspicious_speedup,
                  "a speedup above this is rechecked before it counts");
   app.add_flag("--no-profile", no_profile, "run the test stages only");
+  app.add_flag("--no-tests", no_tests,
+               "skip shape sweep, stability and determinism (smoke and profile still run)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kHarnessUsageExitCode;
   }
   options.profile = !no_profile;
+  options.tests = !no_tests;
 
   Result<std::string> spec_bytes = ReadFile(spec_path);
   if (!spec_bytes.ok()) {

@@ -204,6 +204,7 @@ Result<EvalReport> EvaluateLibrary(const std::filesystem::path& spec_path,
                "--suspicious-speedup",
                fmt::format("{}", harness.suspicious_speedup)};
   if (!harness.profile) spec.argv.push_back("--no-profile");
+  if (!harness.tests) spec.argv.push_back("--no-tests");
   spec.cwd = work.path();
   spec.clear_env = true;
   spec.env = ChildEnvironment(work.path(), launch.threads);
@@ -239,7 +240,13 @@ Result<EvalReport> EvaluateLibrary(const std::filesystem::path& spec_path,
   if (result.exit_code == kHarnessUsageExitCode && result.term_signal == 0 && !result.timed_out) {
     return InvalidArgument(fmt::format("kfleet-harness: {}", result.stderr_bytes));
   }
-  report = parsed.ok() ? std::move(*parsed) : ExplainAbnormalExit(result, launch);
+  if (parsed.ok()) {
+    report = std::move(*parsed);
+  } else {
+    report = ExplainAbnormalExit(result, launch);
+    // ExplainAbnormalExit counts every stage before the one that died as passed.
+    if (!harness.tests) MarkTestStagesSkipped(report);
+  }
   report.spec = spec_path.string();
   report.device = launch.device;
   report.seed = harness.seed;

@@ -130,8 +130,9 @@ class BaselineExecutorImpl final : public BaselineExecutor {
     }
     ops_.reserve(graph_.nodes.size());
     size_t scratch_bytes = 0;
-    for (const Node& node : graph_.nodes) {
-      KF_ASSIGN_OR_RETURN(baseline::PreparedOp op, PrepareNode(node));
+    for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+      KF_ASSIGN_OR_RETURN(baseline::PreparedOp op,
+                          PrepareNode(static_cast<int>(i), graph_.nodes[i]));
       scratch_bytes = std::max(scratch_bytes, op.scratch_bytes);
       ops_.push_back(std::move(op));
     }
@@ -162,12 +163,14 @@ class BaselineExecutorImpl final : public BaselineExecutor {
     openblas_set_num_threads(1);
   }
 
-  Result<baseline::PreparedOp> PrepareNode(const Node& node) const {
-    if (!node.supported) {
+  Result<baseline::PreparedOp> PrepareNode(int index, const Node& node) const {
+    const auto custom = options_.custom_ops.find(index);
+    const bool is_custom = custom != options_.custom_ops.end();
+    if (!is_custom && !node.supported) {
       return InvalidArgument(
           fmt::format("{}: not supported: {}", DescribeNode(node), node.unsupported_reason));
     }
-    if (!node.domain.empty() && node.domain != "ai.onnx") {
+    if (!is_custom && !node.domain.empty() && node.domain != "ai.onnx") {
       return InvalidArgument(fmt::format("{}: ops of domain '{}' have no baseline kernel",
                                          DescribeNode(node), node.domain));
     }
@@ -183,6 +186,7 @@ class BaselineExecutorImpl final : public BaselineExecutor {
                                               DescribeNode(node), graph_.values[id].name));
       }
     }
+    if (is_custom) return PrepareCustomOp(custom->second);
     baseline::NodeContext context(graph_, node, Threads());
     Result<baseline::PreparedOp> op = InvalidArgument("no baseline kernel for this op");
     if (baseline::IsElementwiseOp(node.op_type)) {
@@ -193,6 +197,29 @@ class BaselineExecutorImpl final : public BaselineExecutor {
       op = baseline::PrepareLayoutOp(context);
     }
     if (!op.ok()) return op.status().WithContext(DescribeNode(node));
+    return op;
+  }
+
+  // `callback` lives in options_, as long as the executor. The tensor lists are kept between runs
+  // so a run allocates nothing.
+  static baseline::PreparedOp PrepareCustomOp(const CustomOp& callback) {
+    baseline::PreparedOp op;
+    op.run = [&callback, inputs = std::vector<CustomOpTensor>(),
+              outputs = std::vector<CustomOpTensor>()](const baseline::OpArgs& args) mutable {
+      const auto fill = [](const auto& views, std::vector<CustomOpTensor>& tensors) {
+        tensors.clear();
+        for (const View* view : views) {
+          CustomOpTensor& tensor = tensors.emplace_back();
+          if (view == nullptr) continue;
+          tensor.data = view->data;
+          tensor.dtype = StorageDtype(view->storage);
+          tensor.shape = &view->shape;
+        }
+      };
+      fill(args.inputs, inputs);
+      fill(args.outputs, outputs);
+      return callback(inputs, outputs);
+    };
     return op;
   }
 
@@ -392,6 +419,14 @@ Result<std::unique_ptr<BaselineExecutor>> BaselineExecutor::Create(const planner
   if (options.threads < 0) {
     return InvalidArgument(
         fmt::format("threads is {}; it must be 0 (every core) or more", options.threads));
+  }
+  for (const auto& [index, op] : options.custom_ops) {
+    if (index < 0 || static_cast<size_t>(index) >= graph.nodes.size()) {
+      return InvalidArgument(
+          fmt::format("custom op for node {}, which the graph does not have ({} nodes)", index,
+                      graph.nodes.size()));
+    }
+    if (!op) return InvalidArgument(fmt::format("custom op for node {} is empty", index));
   }
   auto executor = std::make_unique<BaselineExecutorImpl>(graph, options);
   KF_RETURN_IF_ERROR(executor->Prepare());

@@ -5,6 +5,8 @@
 // eager CPU frameworks compute half precision.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -14,8 +16,25 @@
 
 namespace kfleet::runtime {
 
+// A value as a custom op sees it: the executor's buffer, dense row-major, in the executor's
+// storage dtype (kF32 for every floating dtype, kI64 for every integer dtype, kBool for bool).
+struct CustomOpTensor {
+  void* data = nullptr;  // null where an optional input or output is omitted
+  DType dtype = DType::kF32;
+  const Shape* shape = nullptr;  // the value's shape; null where omitted
+};
+
+// Runs one node in place of a baseline kernel: reads `inputs`, writes every element of
+// `outputs`, never writes an input. Called once per run, on the thread that calls Run.
+using CustomOp = std::function<Status(const std::vector<CustomOpTensor>& inputs,
+                                      const std::vector<CustomOpTensor>& outputs)>;
+
 struct BaselineOptions {
   int threads = 0;  // OpenMP and OpenBLAS threads; 0 = every core
+  // Nodes, by index in graph.nodes, that run a callback instead of a baseline kernel, whatever
+  // their op, domain or `supported` flag: how generated kernels run inside a whole model.
+  // Initialized so that BaselineOptions{threads} stays warning-free.
+  std::map<int, CustomOp> custom_ops = {};
 };
 
 class BaselineExecutor {
