@@ -14,25 +14,33 @@ msg::Backend ToBackend(const std::string& backend) {
 }  // namespace
 
 SlotClass SlotClassOf(msg::Requirements::Reader requirements) {
-  if (requirements.getExclusiveDevice()) return SlotClass::kGpuExclusive;
-  if (requirements.getBackend() != msg::Backend::CPU) return SlotClass::kCompile;
+  const bool cpu = requirements.getBackend() == msg::Backend::CPU;
+  // Timing on the CPU takes a CPU slot; the coordinator keeps the rest of the node idle meanwhile.
+  if (requirements.getExclusiveDevice()) return cpu ? SlotClass::kCpu : SlotClass::kGpuExclusive;
+  if (!cpu) return SlotClass::kCompile;
   return SlotClass::kCpu;
 }
 
 uint32_t SlotsOf(const SlotCounts& slots, SlotClass slot_class) {
   switch (slot_class) {
-    case SlotClass::kCpu: return slots.cpu;
-    case SlotClass::kGpuExclusive: return slots.gpu_exclusive;
-    case SlotClass::kCompile: return slots.compile;
+    case SlotClass::kCpu:
+      return slots.cpu;
+    case SlotClass::kGpuExclusive:
+      return slots.gpu_exclusive;
+    case SlotClass::kCompile:
+      return slots.compile;
   }
   return 0;
 }
 
 std::string_view SlotClassName(SlotClass slot_class) {
   switch (slot_class) {
-    case SlotClass::kCpu: return "cpu";
-    case SlotClass::kGpuExclusive: return "gpu-exclusive";
-    case SlotClass::kCompile: return "compile";
+    case SlotClass::kCpu:
+      return "cpu";
+    case SlotClass::kGpuExclusive:
+      return "gpu-exclusive";
+    case SlotClass::kCompile:
+      return "compile";
   }
   return "unknown";
 }

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "worker/kernel_tasks.h"
 
 namespace kfleet::worker {
 namespace {
@@ -76,6 +77,10 @@ void FinishedQueue::Push(FinishedTask task) {
 std::vector<FinishedTask> FinishedQueue::TakeAll() {
   std::lock_guard<std::mutex> lock(mutex_);
   return std::exchange(tasks_, {});
+}
+
+bool ProcessTaskExecutor::Runs(std::string_view kind) const {
+  return kind == "echo" || IsKernelTaskKind(kind);
 }
 
 Status UnknownKindError(std::string_view kind) {
@@ -165,7 +170,9 @@ void ProcessTaskExecutor::RunTask(AssignedTask task, Running* running) {
                "--task-id",
                std::to_string(task.key.task_id),
                "--attempt",
-               std::to_string(task.key.attempt)};
+               std::to_string(task.key.attempt),
+               "--timeout-ms",
+               std::to_string(task.timeout_ms)};
   spec.cwd = options_.cwd;
   spec.stdin_bytes = std::move(task.payload);
   spec.timeout_ms = task.timeout_ms;

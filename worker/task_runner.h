@@ -45,7 +45,7 @@ struct TaskKey {
 struct AssignedTask {
   TaskKey key;
   uint64_t job_id = 0;
-  std::string kind;         // "echo"; other kinds are refused until their runners exist
+  std::string kind;         // "echo" or a kernel task kind (kernel_tasks.h)
   uint32_t timeout_ms = 0;  // wall-clock limit; 0 = none
   std::string payload;      // kind-specific input bytes
 };
@@ -135,7 +135,8 @@ class ProcessTaskExecutor final : public TaskExecutor {
   // Kills every child and waits for their threads.
   ~ProcessTaskExecutor() override;
 
-  bool Runs(std::string_view kind) const override { return kind == "echo"; }
+  // echo and the kernel search's plan / code / test / profile.
+  bool Runs(std::string_view kind) const override;
   [[nodiscard]] Status Start(const AssignedTask& task) override;
   void Cancel(const TaskKey& key) override;
   void CancelAll() override;

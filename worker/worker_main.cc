@@ -21,9 +21,11 @@
 
 #include "common/files.h"
 #include "common/log.h"
+#include "common/temp_dir.h"
 #include "messages/curve.h"
 #include "worker/capabilities.h"
 #include "worker/echo_task.h"
+#include "worker/kernel_tasks.h"
 #include "worker/probe.h"
 #include "worker/session.h"
 #include "worker/task_runner.h"
@@ -45,11 +47,43 @@ struct RunTaskFlags {
   std::string kind;
   uint64_t task_id = 0;
   uint32_t attempt = 0;
+  int64_t timeout_ms = 0;  // the task's limit, so that kernel evaluations finish under it
 };
 
 // Exit codes of `run-task`; any nonzero one is a failed attempt, the numbers help a person.
 constexpr int kTaskFailed = 1;
 constexpr int kTaskUnrunnable = 2;
+
+// Threads for the kernels and the baseline of kernel tasks: KFLEET_TASK_THREADS, else 0 (every
+// core). A worker with several CPU slots sets it so that concurrent tasks do not oversubscribe.
+int TaskThreads() {
+  const char* text = std::getenv("KFLEET_TASK_THREADS");
+  if (text == nullptr || *text == '\0') return 0;
+  char* end = nullptr;
+  const long threads = std::strtol(text, &end, 10);
+  return *end == '\0' && threads > 0 && threads <= 4096 ? static_cast<int>(threads) : 0;
+}
+
+Result<std::string> RunKernelTaskInScratch(const RunTaskFlags& flags, std::string_view payload) {
+  // A fresh directory per attempt, removed when it ends, whatever the task left there.
+  KF_ASSIGN_OR_RETURN(TempDir scratch,
+                      TempDir::Create("kfleet-task-" + std::to_string(flags.task_id)));
+  KernelTaskContext context;
+  context.scratch_dir = scratch.path();
+  context.threads = TaskThreads();
+  context.timeout_ms = flags.timeout_ms;
+  return RunKernelTask(flags.kind, payload, context);
+}
+
+// Writes the task's output, or its error for the worker to report, and returns the exit code.
+int Answer(const Result<std::string>& output) {
+  if (!output.ok()) {
+    std::cerr << output.status().message() << "\n";
+    return kTaskFailed;
+  }
+  std::cout << *output << std::flush;
+  return std::cout.good() ? 0 : kTaskFailed;
+}
 
 int RunTask(const RunTaskFlags& flags) {
   std::string payload(std::istreambuf_iterator<char>(std::cin), {});
@@ -57,6 +91,7 @@ int RunTask(const RunTaskFlags& flags) {
     std::cerr << "run-task: cannot read the payload from standard input\n";
     return kTaskUnrunnable;
   }
+  if (IsKernelTaskKind(flags.kind)) return Answer(RunKernelTaskInScratch(flags, payload));
   if (flags.kind != "echo") {
     std::cerr << UnknownKindError(flags.kind).message() << "\n";
     return kTaskUnrunnable;
@@ -66,13 +101,7 @@ int RunTask(const RunTaskFlags& flags) {
     std::cerr << echo.status().message() << "\n";
     return kTaskUnrunnable;
   }
-  Result<std::string> output = RunEcho(echo->root(), flags.task_id, flags.attempt);
-  if (!output.ok()) {
-    std::cerr << output.status().message() << "\n";
-    return kTaskFailed;
-  }
-  std::cout << *output << std::flush;
-  return std::cout.good() ? 0 : kTaskFailed;
+  return Answer(RunEcho(echo->root(), flags.task_id, flags.attempt));
 }
 
 // Node names become directory names and log values: the coordinator's rule, checked early.
@@ -315,6 +344,7 @@ int main(int argc, char** argv) {
   run_task->add_option("--kind", task.kind, "Task kind")->required();
   run_task->add_option("--task-id", task.task_id, "Task id")->required();
   run_task->add_option("--attempt", task.attempt, "Attempt")->required();
+  run_task->add_option("--timeout-ms", task.timeout_ms, "The task's time limit (0: none)");
 
   try {
     app.parse(argc, argv);

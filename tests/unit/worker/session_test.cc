@@ -85,9 +85,7 @@ class SessionTest : public ::testing::Test {
     router_.bind("tcp://127.0.0.1:*");
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   }
-  void TearDown() override {
-    session_.reset();
-  }
+  void TearDown() override { session_.reset(); }
 
   SessionOptions Options() {
     SessionOptions options;
@@ -214,7 +212,10 @@ class SessionTest : public ::testing::Test {
     assign.setAttempt(key.attempt);
     assign.setJobId(3);
     assign.setKind(kind);
-    assign.initRequirements().setExclusiveDevice(exclusive_device);
+    // An exclusive task here is GPU timing; CPU timing takes a CPU slot (and the whole node).
+    msg::Requirements::Builder requirements = assign.initRequirements();
+    requirements.setExclusiveDevice(exclusive_device);
+    if (exclusive_device) requirements.setBackend(msg::Backend::CUDA);
     assign.setLeaseMs(5000);
     assign.setTimeoutMs(60'000);
     assign.setPayload(

@@ -125,10 +125,10 @@ TEST_F(ProcessTaskExecutorTest, CancelKillsTheChild) {
 
 TEST_F(ProcessTaskExecutorTest, UnknownKindIsRefusedAtStart) {
   AssignedTask task = EchoTask(7, EchoSpec{});
-  task.kind = "profile";
+  task.kind = "train";
   const Status started = executor_.Start(task);
   ASSERT_FALSE(started.ok());
-  EXPECT_EQ(started.message(), "this worker cannot run tasks of kind 'profile' yet");
+  EXPECT_EQ(started.message(), "this worker cannot run tasks of kind 'train' yet");
 }
 
 TEST_F(ProcessTaskExecutorTest, UnreadablePayloadFailsTheAttempt) {
@@ -182,7 +182,7 @@ TEST(ProcessTaskExecutorSpecTest, RunsTheBinaryWithTheTaskOnItsCommandLineAndStd
   EXPECT_EQ(finished[0].output, "out");
   EXPECT_EQ(runner.last_spec.argv,
             (std::vector<std::string>{"/proc/self/exe", "run-task", "--kind", "echo", "--task-id",
-                                      "11", "--attempt", "3"}));
+                                      "11", "--attempt", "3", "--timeout-ms", "1500"}));
   EXPECT_EQ(runner.last_spec.stdin_bytes, task.payload);
   EXPECT_EQ(runner.last_spec.timeout_ms, 1500);
   EXPECT_EQ(runner.last_spec.cwd, "/tmp");

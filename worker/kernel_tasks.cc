@@ -1,0 +1,383 @@
+#include "worker/kernel_tasks.h"
+
+#include <capnp/dynamic.h>
+#include <fmt/format.h>
+#include <kj/exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <vector>
+
+#include "agents/search.h"
+#include "common/files.h"
+#include "eval/harness.h"
+#include "eval/launcher.h"
+#include "eval/model_verify.h"
+#include "eval/report.h"
+#include "eval/toolchain.h"
+#include "planner/cpu_calibration.h"
+#include "planner/onnx_import.h"
+#include "runtime/baseline.h"
+#include "runtime/feeds.h"
+
+namespace kfleet::worker {
+namespace {
+
+// Random weights around the scale of trained ones, as `kfleet profile` runs a model: activations
+// stay in a normal range through many layers, so the timings are representative.
+constexpr double kModelFeedScale = 0.05;
+constexpr int kDefaultModelReps = 5;
+constexpr int kModelWarmupRuns = 1;
+// A plan asks for a handful of proposals; a count beyond this is a damaged request.
+constexpr uint32_t kMaxProposals = 1024;
+
+std::string_view DataView(capnp::Data::Reader data) {
+  return {reinterpret_cast<const char*>(data.begin()), data.size()};
+}
+
+std::string_view TextView(capnp::Text::Reader text) { return {text.begin(), text.size()}; }
+
+std::string TextString(capnp::Text::Reader text) { return std::string(TextView(text)); }
+
+capnp::Data::Reader BytesData(std::string_view bytes) {
+  return {reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()};
+}
+
+
+Result<planner::Graph> ImportSpec(capnp::Data::Reader spec_onnx) {
+  if (spec_onnx.size() == 0) return InvalidArgument("the request carries no kernel spec");
+  return planner::ImportOnnxBytes(DataView(spec_onnx), "kernel spec", "", {});
+}
+
+Result<planner::Graph> ImportModel(capnp::Data::Reader model) {
+  if (model.size() == 0) return InvalidArgument("the request carries no model");
+  return planner::ImportOnnxBytes(DataView(model), "model", "", {});
+}
+
+Result<int> ToInt(uint32_t value, std::string_view what) {
+  if (value > static_cast<uint32_t>(std::numeric_limits<int>::max())) {
+    return InvalidArgument(fmt::format("{} {} is out of range", what, value));
+  }
+  return static_cast<int>(value);
+}
+
+Result<agents::TriedState> ParseTriedState(std::string_view text, uint64_t id) {
+  if (text == "pending") return agents::TriedState::kPending;
+  if (text == "failed") return agents::TriedState::kFailed;
+  if (text == "passed") return agents::TriedState::kPassed;
+  if (text == "profiled") return agents::TriedState::kProfiled;
+  return InvalidArgument(fmt::format(
+      "candidate {}: state '{}' is not one of pending, failed, passed, profiled", id, text));
+}
+
+Result<agents::TriedCandidate> ToTriedCandidate(msg::CandidateOutcome::Reader outcome) {
+  agents::TriedCandidate tried;
+  if (outcome.getId() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return InvalidArgument(fmt::format("candidate id {} is out of range", outcome.getId()));
+  }
+  tried.id = static_cast<int64_t>(outcome.getId());
+  KF_ASSIGN_OR_RETURN(tried.island, ToInt(outcome.getIsland(), "island"));
+  tried.template_name = TextString(outcome.getTemplate());
+  KF_ASSIGN_OR_RETURN(tried.params, ReadParams(outcome.getParams()));
+  KF_ASSIGN_OR_RETURN(tried.state, ParseTriedState(TextView(outcome.getState()), outcome.getId()));
+  tried.failed_stage = TextString(outcome.getFailedStage());
+  tried.speedup = outcome.getSpeedup();
+  return tried;
+}
+
+Result<std::string> RunPlan(std::string_view payload) {
+  KF_ASSIGN_OR_RETURN(msg::Payload<msg::PlanRequest> message,
+                      msg::DecodePayload<msg::PlanRequest>(payload));
+  const msg::PlanRequest::Reader request = message.root();
+  if (request.getCount() > kMaxProposals) {
+    return InvalidArgument(
+        fmt::format("{} proposals asked for; at most {}", request.getCount(), kMaxProposals));
+  }
+  KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportSpec(request.getSpecOnnx()));
+  KF_ASSIGN_OR_RETURN(const agents::SpecView spec, agents::AnalyzeSpec(graph));
+
+  agents::ProposalRequest proposal;
+  KF_ASSIGN_OR_RETURN(proposal.island, ToInt(request.getIsland(), "island"));
+  KF_ASSIGN_OR_RETURN(proposal.round, ToInt(request.getRound(), "round"));
+  proposal.count = static_cast<int>(request.getCount());
+  proposal.seed = request.getSeed();
+  proposal.migrate = request.getMigrate();
+  for (const msg::CandidateOutcome::Reader outcome : request.getHistory()) {
+    KF_ASSIGN_OR_RETURN(agents::TriedCandidate tried, ToTriedCandidate(outcome));
+    proposal.history.push_back(std::move(tried));
+  }
+  for (const capnp::Text::Reader name : request.getTemplates()) {
+    proposal.templates.push_back(TextString(name));
+  }
+  const std::vector<std::unique_ptr<agents::TemplateFamily>> families =
+      agents::CpuTemplateFamilies();
+  KF_ASSIGN_OR_RETURN(const std::vector<agents::Proposal> proposals,
+                      agents::ProposeCandidates(spec, families, proposal));
+
+  capnp::MallocMessageBuilder builder;
+  auto out =
+      builder.initRoot<msg::PlanReply>().initProposals(static_cast<capnp::uint>(proposals.size()));
+  for (size_t i = 0; i < proposals.size(); ++i) {
+    const agents::Proposal& from = proposals[i];
+    msg::Proposal::Builder to = out[static_cast<capnp::uint>(i)];
+    to.setTemplate(from.template_name);
+    WriteParams(from.params, to.initParams(static_cast<capnp::uint>(from.params.size())));
+    auto parents = to.initParents(static_cast<capnp::uint>(from.parents.size()));
+    for (size_t p = 0; p < from.parents.size(); ++p) {
+      parents.set(static_cast<capnp::uint>(p), static_cast<uint64_t>(from.parents[p]));
+    }
+    to.setNote(from.note);
+  }
+  return msg::EncodePayload(builder);
+}
+
+Result<std::string> RunCode(std::string_view payload) {
+  KF_ASSIGN_OR_RETURN(msg::Payload<msg::CodeRequest> message,
+                      msg::DecodePayload<msg::CodeRequest>(payload));
+  const msg::CodeRequest::Reader request = message.root();
+  KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportSpec(request.getSpecOnnx()));
+  KF_ASSIGN_OR_RETURN(const agents::SpecView spec, agents::AnalyzeSpec(graph));
+  KF_ASSIGN_OR_RETURN(const agents::Params params, ReadParams(request.getParams()));
+  const std::string_view wanted = TextView(request.getTemplate());
+  const std::vector<std::unique_ptr<agents::TemplateFamily>> families =
+      agents::CpuTemplateFamilies();
+  const agents::TemplateFamily* family = nullptr;
+  std::vector<std::string_view> known;
+  for (const std::unique_ptr<agents::TemplateFamily>& candidate : families) {
+    if (candidate->name() == wanted) family = candidate.get();
+    known.push_back(candidate->name());
+  }
+  if (family == nullptr) {
+    return InvalidArgument(fmt::format("no template family '{}' (this worker has: {})", wanted,
+                                       fmt::join(known, ", ")));
+  }
+  // Render's contract holds only for a spec the family supports.
+  KF_RETURN_IF_ERROR(family->Supports(spec).WithContext(fmt::format("template {}", wanted)));
+  KF_ASSIGN_OR_RETURN(const agents::RenderedKernel kernel, family->Render(spec, params));
+
+  capnp::MallocMessageBuilder builder;
+  msg::CodeReply::Builder reply = builder.initRoot<msg::CodeReply>();
+  reply.setSource(kernel.source);
+  reply.setExplanation(kernel.explanation);
+  return msg::EncodePayload(builder);
+}
+
+Result<planner::CpuCalibration> WorkerCalibration() {
+  return planner::LoadOrCalibrateCpu(planner::DefaultCalibrationCachePath(), /*force=*/false);
+}
+
+std::string DeviceText(const planner::CpuCalibration& calibration) {
+  return fmt::format("cpu: {}, {} cores", calibration.cpu_model, calibration.logical_cores);
+}
+
+// Compile and harness share the task's limit, less a margin for the reply, so that an evaluation
+// that runs long comes back as a report ("ran past its limit") instead of a killed task.
+void FitUnderTaskTimeout(int64_t task_timeout_ms, eval::CompileOptions& compile,
+                         eval::LaunchOptions& launch) {
+  if (task_timeout_ms <= 0) return;
+  const int64_t margin_ms = std::min<int64_t>(5'000, task_timeout_ms / 10);
+  const int64_t budget_ms = std::max<int64_t>(task_timeout_ms - margin_ms, 2);
+  compile.timeout_ms = std::max<int64_t>(std::min(compile.timeout_ms, budget_ms / 3), 1);
+  launch.timeout_ms = std::max<int64_t>(budget_ms - compile.timeout_ms, 1);
+}
+
+// `profile` false: compile + the test stages. True: compile + smoke + profile, the test stages
+// left to the candidate's test task.
+Result<std::string> RunEvaluation(msg::EvalRequest::Reader request, bool profile,
+                                  const KernelTaskContext& context) {
+  if (request.getSpecOnnx().size() == 0) {
+    return InvalidArgument("the request carries no kernel spec");
+  }
+  const std::filesystem::path spec_path = context.scratch_dir / "spec.onnx";
+  KF_RETURN_IF_ERROR(WriteFileAtomic(spec_path, DataView(request.getSpecOnnx())));
+  KF_ASSIGN_OR_RETURN(const planner::CpuCalibration calibration, WorkerCalibration());
+
+  eval::CompileOptions compile;
+  eval::LaunchOptions launch;
+  launch.threads = context.threads;
+  launch.device = DeviceText(calibration);
+  FitUnderTaskTimeout(context.timeout_ms, compile, launch);
+  eval::HarnessOptions harness;
+  harness.seed = request.getSeed();
+  harness.sol_us = request.getSolUs();
+  harness.profile = profile;
+  harness.tests = !profile;
+  KF_ASSIGN_OR_RETURN(std::unique_ptr<eval::Toolchain> toolchain, eval::MakeCpuToolchain(compile));
+  KF_ASSIGN_OR_RETURN(
+      eval::EvalReport report,
+      eval::EvaluateSource(spec_path, TextView(request.getSource()), *toolchain, harness, launch));
+  // The scratch path is gone once the task ends; the coordinator knows the spec by its job.
+  report.spec = "spec.onnx";
+
+  capnp::MallocMessageBuilder builder;
+  msg::EvalReply::Builder reply = builder.initRoot<msg::EvalReply>();
+  reply.setPassed(report.passed);
+  reply.setReportJson(eval::ToJson(report).dump());
+  return msg::EncodePayload(builder);
+}
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// The same measurement as `kfleet profile`: warm-up, then `reps` timed runs on random inputs and
+// weights; every node's median and the median of whole runs.
+Result<std::string> RunModelProfile(msg::ModelProfileRequest::Reader request,
+                                    const KernelTaskContext& context) {
+  KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportModel(request.getModel()));
+  KF_ASSIGN_OR_RETURN(const int requested_reps, ToInt(request.getReps(), "reps"));
+  const int reps = requested_reps > 0 ? requested_reps : kDefaultModelReps;
+  runtime::FeedOptions feed_options;
+  feed_options.seed = request.getSeed();
+  feed_options.scale = kModelFeedScale;
+  feed_options.include_weights = true;
+  KF_ASSIGN_OR_RETURN(const runtime::TensorMap feeds,
+                      runtime::MakeRandomFeeds(graph, feed_options));
+  runtime::BaselineOptions options;
+  options.threads = context.threads;
+  KF_ASSIGN_OR_RETURN(std::unique_ptr<runtime::BaselineExecutor> executor,
+                      runtime::BaselineExecutor::Create(graph, options));
+  // Calibrated before the runs: a first-time calibration must not compete with them for cores.
+  KF_ASSIGN_OR_RETURN(const planner::CpuCalibration calibration, WorkerCalibration());
+
+  std::vector<std::vector<double>> node_us(graph.nodes.size());
+  std::vector<double> run_us;
+  runtime::TensorMap outputs;
+  std::vector<double> node_seconds;
+  for (int run = 0; run < kModelWarmupRuns + reps; ++run) {
+    const auto start = std::chrono::steady_clock::now();
+    KF_RETURN_IF_ERROR(executor->RunTimed(feeds, &outputs, &node_seconds));
+    const double wall_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    if (run < kModelWarmupRuns) continue;
+    run_us.push_back(wall_us);
+    for (size_t i = 0; i < node_seconds.size() && i < node_us.size(); ++i) {
+      node_us[i].push_back(node_seconds[i] * 1e6);
+    }
+  }
+
+  capnp::MallocMessageBuilder builder;
+  msg::ModelProfileReply::Builder reply = builder.initRoot<msg::ModelProfileReply>();
+  auto nodes = reply.initNodes(static_cast<capnp::uint>(graph.nodes.size()));
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    nodes[static_cast<capnp::uint>(i)].setName(graph.nodes[i].name);
+    nodes[static_cast<capnp::uint>(i)].setUs(Median(node_us[i]));
+  }
+  reply.setTotalUs(Median(run_us));
+  reply.setDevice(DeviceText(calibration));
+  reply.setCpuModel(calibration.cpu_model);
+  reply.setLogicalCores(static_cast<uint32_t>(std::max(calibration.logical_cores, 0)));
+  reply.setCopyBytesPerS(calibration.copy_bytes_per_s);
+  reply.setMatmulFlopsPerS(calibration.matmul_flops_per_s);
+  return msg::EncodePayload(builder);
+}
+
+Result<std::string> RunVerify(msg::VerifyRequest::Reader request,
+                              const KernelTaskContext& context) {
+  KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportModel(request.getModel()));
+  std::vector<eval::SwapKernel> kernels;
+  for (const msg::VerifyKernel::Reader kernel : request.getKernels()) {
+    kernels.push_back({TextString(kernel.getSpecHash()), TextString(kernel.getName()),
+                       TextString(kernel.getSource()), TextString(kernel.getSymbol())});
+  }
+  eval::VerifyOptions options;
+  options.seed = request.getSeed();
+  KF_ASSIGN_OR_RETURN(const int reps, ToInt(request.getReps(), "reps"));
+  if (reps > 0) options.reps = reps;
+  options.threads = context.threads;
+  options.work_dir = context.scratch_dir / "verify";
+  KF_RETURN_IF_ERROR(MakeDirs(options.work_dir, /*private_dir=*/true));
+  KF_ASSIGN_OR_RETURN(const eval::ModelVerifyReport report,
+                      eval::VerifyModel(graph, kernels, options));
+
+  std::string library;
+  if (!report.library.empty()) {
+    KF_ASSIGN_OR_RETURN(library, ReadFile(report.library));
+  }
+  capnp::MallocMessageBuilder builder;
+  msg::VerifyReply::Builder reply = builder.initRoot<msg::VerifyReply>();
+  reply.setReportJson(eval::ToJson(report));
+  reply.setLibrary(BytesData(library));
+  reply.setHeader(report.header);
+  return msg::EncodePayload(builder);
+}
+
+Result<std::string> RunProfile(std::string_view payload, const KernelTaskContext& context) {
+  KF_ASSIGN_OR_RETURN(msg::Payload<msg::ProfileRequest> message,
+                      msg::DecodePayload<msg::ProfileRequest>(payload));
+  const msg::ProfileRequest::Reader request = message.root();
+  switch (request.which()) {
+    case msg::ProfileRequest::CANDIDATE:
+      return RunEvaluation(request.getCandidate(), /*profile=*/true, context);
+    case msg::ProfileRequest::MODEL:
+      return RunModelProfile(request.getModel(), context);
+    case msg::ProfileRequest::VERIFY:
+      return RunVerify(request.getVerify(), context);
+  }
+  return InvalidArgument(
+      "profile: the request is none of candidate, model or verify (from a newer coordinator?)");
+}
+
+Result<std::string> Dispatch(std::string_view kind, std::string_view payload,
+                             const KernelTaskContext& context) {
+  if (kind == "plan") return RunPlan(payload);
+  if (kind == "code") return RunCode(payload);
+  if (kind == "test") {
+    KF_ASSIGN_OR_RETURN(msg::Payload<msg::EvalRequest> message,
+                        msg::DecodePayload<msg::EvalRequest>(payload));
+    return RunEvaluation(message.root(), /*profile=*/false, context);
+  }
+  if (kind == "profile") return RunProfile(payload, context);
+  return InvalidArgument(fmt::format("'{}' is not a kernel task kind", kind));
+}
+
+}  // namespace
+
+bool IsKernelTaskKind(std::string_view kind) {
+  return kind == "plan" || kind == "code" || kind == "test" || kind == "profile";
+}
+
+Result<std::string> RunKernelTask(std::string_view kind, std::string_view payload,
+                                  const KernelTaskContext& context) {
+  // Decoding already turned damaged payloads into errors; this catches what the libraries below
+  // may still throw (a capnp builder limit, std::bad_alloc), so no exception leaves the task.
+  try {
+    Result<std::string> output = Dispatch(kind, payload, context);
+    if (!output.ok()) return output.status().WithContext(kind);
+    return output;
+  } catch (const kj::Exception& e) {
+    return Internal(fmt::format("{}: {}", kind, e.getDescription().cStr()));
+  } catch (const std::exception& e) {
+    return Internal(fmt::format("{}: {}", kind, e.what()));
+  }
+}
+
+
+Result<agents::Params> ReadParams(capnp::List<msg::Param>::Reader params) {
+  agents::Params out;
+  for (const msg::Param::Reader param : params) {
+    const std::string name = TextString(param.getName());
+    if (!out.emplace(name, TextString(param.getValue())).second) {
+      return InvalidArgument(fmt::format("parameter '{}' is given twice", name));
+    }
+  }
+  return out;
+}
+
+void WriteParams(const agents::Params& params, capnp::List<msg::Param>::Builder out) {
+  capnp::uint i = 0;
+  for (const auto& [name, value] : params) {
+    if (i >= out.size()) break;
+    out[i].setName(name);
+    out[i].setValue(value);
+    ++i;
+  }
+}
+
+}  // namespace kfleet::worker
