@@ -22,17 +22,23 @@ std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), tex
 
 msg::Backend ToWire(storage::Backend backend) {
   switch (backend) {
-    case storage::Backend::kCuda: return msg::Backend::CUDA;
-    case storage::Backend::kHip: return msg::Backend::HIP;
-    default: return msg::Backend::CPU;
+    case storage::Backend::kCuda:
+      return msg::Backend::CUDA;
+    case storage::Backend::kHip:
+      return msg::Backend::HIP;
+    default:
+      return msg::Backend::CPU;
   }
 }
 
 storage::Backend FromWire(msg::Backend backend) {
   switch (backend) {
-    case msg::Backend::CUDA: return storage::Backend::kCuda;
-    case msg::Backend::HIP: return storage::Backend::kHip;
-    default: return storage::Backend::kCpu;
+    case msg::Backend::CUDA:
+      return storage::Backend::kCuda;
+    case msg::Backend::HIP:
+      return storage::Backend::kHip;
+    default:
+      return storage::Backend::kCpu;
   }
 }
 
@@ -77,23 +83,33 @@ Status ValidateEcho(msg::EchoSpec::Reader spec) {
 
 std::string ApiErrorCode(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return "invalid_argument";
-    case ErrorCode::kNotFound: return "not_found";
-    case ErrorCode::kAlreadyExists: return "already_exists";
-    case ErrorCode::kFailedPrecondition: return "failed_precondition";
-    case ErrorCode::kPermissionDenied: return "permission_denied";
-    case ErrorCode::kResourceExhausted: return "resource_exhausted";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kDeadlineExceeded: return "deadline_exceeded";
-    default: return "internal";
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kAlreadyExists:
+      return "already_exists";
+    case ErrorCode::kFailedPrecondition:
+      return "failed_precondition";
+    case ErrorCode::kPermissionDenied:
+      return "permission_denied";
+    case ErrorCode::kResourceExhausted:
+      return "resource_exhausted";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kDeadlineExceeded:
+      return "deadline_exceeded";
+    default:
+      return "internal";
   }
 }
 
-ApiService::ApiService(storage::Store& store, Scheduler& scheduler, Outbox& outbox,
-                       NodeKeys& keys, Clock& clock, const CoordinatorStats& stats,
+ApiService::ApiService(storage::Store& store, Scheduler& scheduler, Conductor& conductor,
+                       Outbox& outbox, NodeKeys& keys, Clock& clock, const CoordinatorStats& stats,
                        const ApiOptions& options)
     : store_(store),
       scheduler_(scheduler),
+      conductor_(conductor),
       outbox_(outbox),
       keys_(keys),
       clock_(clock),
@@ -145,10 +161,17 @@ Status ApiService::Handle(const std::string& routing_id, const msg::DecodedMessa
     }
     case msg::MessageType::EXPORT_REQUEST: {
       KF_ASSIGN_OR_RETURN(auto export_request, request.Root<msg::ExportRequest>());
-      KF_ASSIGN_OR_RETURN(storage::JobRow job,
-                          store_.jobs().Get(static_cast<int64_t>(export_request.getJobId())));
-      return FailedPrecondition("job " + std::to_string(job.id) +
-                                " has no kernels to export: only model jobs produce kernels");
+      KF_ASSIGN_OR_RETURN(std::vector<ExportedFile> files,
+                          conductor_.Export(static_cast<int64_t>(export_request.getJobId())));
+      msg::ExportReply::Builder reply =
+          outbox_.Add<msg::ExportReply>(Channel::kClients, routing_id);
+      auto list = reply.initFiles(static_cast<unsigned>(files.size()));
+      for (size_t i = 0; i < files.size(); ++i) {
+        list[static_cast<unsigned>(i)].setPath(files[i].path);
+        list[static_cast<unsigned>(i)].setData(kj::arrayPtr(
+            reinterpret_cast<const kj::byte*>(files[i].data.data()), files[i].data.size()));
+      }
+      return Status::Ok();
     }
     default:
       return InvalidArgument(std::string(msg::MessageTypeName(request.type())) +
@@ -158,9 +181,20 @@ Status ApiService::Handle(const std::string& routing_id, const msg::DecodedMessa
 
 Status ApiService::Submit(const std::string& routing_id, msg::SubmitRequest::Reader request) {
   if (request.isModel()) {
-    return FailedPrecondition(
-        "this coordinator does not search models yet (that arrives with the CPU kernel search); "
-        "`kfleet plan MODEL.onnx` ranks a model's kernel jobs without a daemon meanwhile");
+    ModelSubmission submission;
+    submission.name = Text(request.getName());
+    submission.file_name = Text(request.getModel().getFileName());
+    capnp::Data::Reader bytes = request.getModel().getBytes();
+    submission.bytes.assign(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+    submission.target = FromWire(request.getTarget());
+    submission.budget_ms = static_cast<int64_t>(request.getBudgetMs());
+    submission.top = request.getTop();
+    submission.priority = request.getPriority();
+    KF_ASSIGN_OR_RETURN(int64_t job_id, conductor_.SubmitModel(submission));
+    KF_RETURN_IF_ERROR(scheduler_.JobSubmitted(job_id));
+    outbox_.Add<msg::SubmitReply>(Channel::kClients, routing_id)
+        .setJobId(static_cast<uint64_t>(job_id));
+    return Status::Ok();
   }
   msg::EchoSpec::Reader spec = request.getEcho();
   KF_RETURN_IF_ERROR(ValidateEcho(spec));
@@ -174,14 +208,12 @@ Status ApiService::Submit(const std::string& routing_id, msg::SubmitRequest::Rea
   job.target = FromWire(request.getTarget());
   job.priority = request.getPriority();
   job.budget_ms = static_cast<int64_t>(request.getBudgetMs());
-  job.options_json = json{{"tasks", spec.getTasks()},
-                          {"delay_ms", spec.getDelayMs()},
-                          {"fail_rate", spec.getFailRate()},
-                          {"crash_rate", spec.getCrashRate()},
-                          {"hang_rate", spec.getHangRate()},
-                          {"payload_bytes", spec.getPayloadBytes()},
-                          {"seed", spec.getSeed()}}
-                         .dump();
+  job.options_json =
+      json{{"tasks", spec.getTasks()},        {"delay_ms", spec.getDelayMs()},
+           {"fail_rate", spec.getFailRate()}, {"crash_rate", spec.getCrashRate()},
+           {"hang_rate", spec.getHangRate()}, {"payload_bytes", spec.getPayloadBytes()},
+           {"seed", spec.getSeed()}}
+          .dump();
   KF_ASSIGN_OR_RETURN(int64_t job_id, store_.jobs().Create(job));
 
   const int64_t timeout_ms =
@@ -206,7 +238,8 @@ Status ApiService::Submit(const std::string& routing_id, msg::SubmitRequest::Rea
                          .status());
   KF_RETURN_IF_ERROR(scheduler_.JobSubmitted(job_id));
   log::Info("job.submitted").Kv("job", job_id).Kv("kind", "diag").Kv("tasks", spec.getTasks());
-  outbox_.Add<msg::SubmitReply>(Channel::kClients, routing_id).setJobId(static_cast<uint64_t>(job_id));
+  outbox_.Add<msg::SubmitReply>(Channel::kClients, routing_id)
+      .setJobId(static_cast<uint64_t>(job_id));
   return Status::Ok();
 }
 
@@ -221,6 +254,7 @@ Status ApiService::FillJob(const storage::JobRow& job, msg::JobSummary::Builder 
   out.setCreatedUs(job.created_us);
   out.setUpdatedUs(job.updated_us);
   out.setError(job.error);
+  out.setPhase(job.phase);
   msg::JobProgress::Builder progress = out.initProgress();
   progress.setTasksTotal(static_cast<uint32_t>(counts.queued + counts.leased + counts.done +
                                                counts.failed + counts.cancelled));
@@ -263,9 +297,8 @@ Status ApiService::Nodes(const std::string& routing_id) {
     std::string state(storage::Name(node.state));
     if (!session.has_value() && node.state == storage::NodeState::kOnline) state = "disconnected";
     info.setState(state);
-    info.setLastHeartbeatUs(session.has_value()
-                                ? clock_.NowUs() - session->last_heard_age_ms * 1000
-                                : node.last_heartbeat_us);
+    info.setLastHeartbeatUs(session.has_value() ? clock_.NowUs() - session->last_heard_age_ms * 1000
+                                                : node.last_heartbeat_us);
     msg::Slots::Builder used = info.initSlotsUsed();
     if (session.has_value()) {
       used.setCpu(static_cast<uint32_t>(session->slots_used[static_cast<int>(SlotClass::kCpu)]));
@@ -295,7 +328,8 @@ Status ApiService::NodeAction(const std::string& routing_id,
       break;
     case msg::NodeAction::REMOVE:
       KF_RETURN_IF_ERROR(scheduler_.Remove(name, "removed by an operator", /*revoked=*/false));
-      message = "node " + name + " removed; its tasks were requeued. Starting its worker again "
+      message = "node " + name +
+                " removed; its tasks were requeued. Starting its worker again "
                 "re-adds it";
       break;
     case msg::NodeAction::REVOKE: {
@@ -324,6 +358,7 @@ Status ApiService::Invite(const std::string& routing_id, msg::InviteRequest::Rea
 Status ApiService::Cancel(const std::string& routing_id, msg::CancelRequest::Reader request) {
   KF_ASSIGN_OR_RETURN(int64_t cancelled,
                       scheduler_.CancelJob(static_cast<int64_t>(request.getJobId())));
+  conductor_.JobCancelled(static_cast<int64_t>(request.getJobId()));
   outbox_.Add<msg::CancelReply>(Channel::kClients, routing_id)
       .setCancelledTasks(static_cast<uint32_t>(cancelled));
   return Status::Ok();
@@ -351,6 +386,17 @@ Status ApiService::Show(const std::string& routing_id, msg::ShowRequest::Reader 
   }
   msg::ShowReply::Builder reply = outbox_.Add<msg::ShowReply>(Channel::kClients, routing_id);
   KF_RETURN_IF_ERROR(FillJob(job, reply.initJob()));
+  std::optional<JobReport> report;
+  if (job.kind == storage::JobKind::kModel) {
+    KF_ASSIGN_OR_RETURN(report, conductor_.BuildReport(job.id));
+    reply.setDevice(report->device);
+    reply.setBaselineModelUs(report->baseline_model_ms * 1000);
+    reply.setProjectedSpeedup(report->projected_speedup);
+    reply.setMeasuredSpeedup(report->measured_speedup);
+    reply.setVerifyNote(report->verify_note);
+    reply.setBudgetMs(static_cast<uint64_t>(job.budget_ms));
+    reply.setSearchElapsedMs(static_cast<uint64_t>(std::max(0.0, report->elapsed_s * 1000)));
+  }
   auto kernel_list = reply.initKernels(static_cast<unsigned>(kernels.size()));
   for (size_t i = 0; i < kernels.size(); ++i) {
     msg::KernelJobSummary::Builder out = kernel_list[static_cast<unsigned>(i)];
@@ -361,6 +407,21 @@ Status ApiService::Show(const std::string& routing_id, msg::ShowRequest::Reader 
     out.setSolUs(kernels[i].sol_us);
     out.setExpectedSavingUs(kernels[i].expected_saving_us);
     out.setState(std::string(storage::Name(kernels[i].state)));
+    out.setFamily(kernels[i].family);
+    out.setShare(kernels[i].share);
+    out.setNote(kernels[i].note);
+    out.setBudgetMs(static_cast<uint64_t>(kernels[i].budget_ms));
+    KF_ASSIGN_OR_RETURN(KernelProgress progress, conductor_.ProgressOf(kernels[i].id));
+    out.setCandidates(static_cast<uint32_t>(progress.candidates));
+    out.setFailedCandidates(static_cast<uint32_t>(progress.failed));
+    out.setSpentMs(static_cast<uint64_t>(progress.spent_ms));
+    if (report.has_value() && i < report->kernels.size()) {
+      const ReportKernel& r = report->kernels[i];
+      out.setBestUs(r.best_us);
+      out.setSpeedup(r.speedup);
+      out.setTemplate(r.template_name);
+      out.setVerified(r.verified);
+    }
   }
   auto failure_list = reply.initAttemptFailures(static_cast<unsigned>(failures.size()));
   for (size_t i = 0; i < failures.size(); ++i) {
@@ -377,7 +438,8 @@ Result<bool> ApiService::TryAnswer(const Watch& watch, bool force) {
   if (events.empty() && !force && !finished && clock_.MonotonicUs() < watch.deadline_us) {
     return false;
   }
-  msg::WatchReply::Builder reply = outbox_.Add<msg::WatchReply>(Channel::kClients, watch.routing_id);
+  msg::WatchReply::Builder reply =
+      outbox_.Add<msg::WatchReply>(Channel::kClients, watch.routing_id);
   KF_RETURN_IF_ERROR(FillJob(job, reply.initJob()));
   auto list = reply.initEvents(static_cast<unsigned>(events.size()));
   for (size_t i = 0; i < events.size(); ++i) {

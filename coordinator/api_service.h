@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "coordinator/conductor.h"
 #include "coordinator/outbox.h"
 #include "coordinator/scheduler.h"
 #include "messages/framing.h"
@@ -47,8 +48,9 @@ struct ApiOptions {
 
 class ApiService {
  public:
-  ApiService(storage::Store& store, Scheduler& scheduler, Outbox& outbox, NodeKeys& keys,
-             Clock& clock, const CoordinatorStats& stats, const ApiOptions& options);
+  ApiService(storage::Store& store, Scheduler& scheduler, Conductor& conductor, Outbox& outbox,
+             NodeKeys& keys, Clock& clock, const CoordinatorStats& stats,
+             const ApiOptions& options);
 
   // Handles one request from `routing_id`. An error means nothing was replied: the caller rolls
   // the transaction back and answers with ReplyError.
@@ -80,6 +82,7 @@ class ApiService {
 
   storage::Store& store_;
   Scheduler& scheduler_;
+  Conductor& conductor_;
   Outbox& outbox_;
   NodeKeys& keys_;
   Clock& clock_;

@@ -10,6 +10,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "coordinator/api_service.h"
+#include "coordinator/conductor.h"
 #include "coordinator/key_store.h"
 #include "coordinator/outbox.h"
 #include "coordinator/scheduler.h"
@@ -52,7 +53,8 @@ class StoreBackedNodeKeys final : public NodeKeys {
     if (keys_ != nullptr) return Status::Ok();
     return FailedPrecondition(
         "this coordinator runs with --insecure and uses no keys: start a worker with "
-        "`kfleet-worker --join " + advertise_ + " --insecure --name NAME`");
+        "`kfleet-worker --join " +
+        advertise_ + " --insecure --name NAME`");
   }
 
   KeyStore* keys_;
@@ -77,9 +79,10 @@ std::string AdvertisedEndpoint(const CoordinatorOptions& options, const std::str
 // ~/.config/kfleet/cli.yaml when the user has none yet.
 Status WriteCliConfig(const std::filesystem::path& state_dir, const std::string& api_endpoint,
                       const std::string& credentials_path, bool write_user_config) {
-  const std::string text = "# Written by kfleetd: how the kfleet CLI reaches this coordinator.\n"
-                           "coordinator: " + api_endpoint + "\n" +
-                           "credentials: \"" + credentials_path + "\"\n";
+  const std::string text =
+      "# Written by kfleetd: how the kfleet CLI reaches this coordinator.\n"
+      "coordinator: " +
+      api_endpoint + "\n" + "credentials: \"" + credentials_path + "\"\n";
   KF_RETURN_IF_ERROR(WriteFileAtomic(state_dir / "cli.yaml", text, 0600));
   if (!write_user_config) return Status::Ok();
   const char* home = std::getenv("HOME");
@@ -99,8 +102,8 @@ Result<std::string> BindRouter(zmq::socket_t& socket, const std::string& endpoin
     socket.bind(endpoint);
     return socket.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
-    return IoError("cannot listen for " + std::string(what) + " on " + endpoint + ": " +
-                   e.what() + " (is another kfleetd running? choose another endpoint)");
+    return IoError("cannot listen for " + std::string(what) + " on " + endpoint + ": " + e.what() +
+                   " (is another kfleetd running? choose another endpoint)");
   }
 }
 
@@ -121,7 +124,10 @@ struct Coordinator::State {
         clients(context, zmq::socket_type::router),
         scheduler(*store, clock, outbox,
                   SchedulerOptions{opts.heartbeat_interval_ms, opts.liveness, opts.LeaseMs(),
-                                   opts.RecoveryGraceMs(), opts.aging_ms, 512}) {}
+                                   opts.RecoveryGraceMs(), opts.aging_ms, 512}),
+        conductor(*store, scheduler, clock, opts.conductor) {
+    scheduler.SetTaskEndObserver(&conductor);
+  }
 
   Status Setup();
   Status HandleWorker(msg::PeerMessage& in);
@@ -142,6 +148,7 @@ struct Coordinator::State {
   zmq::socket_t clients;
   Outbox outbox;
   Scheduler scheduler;
+  Conductor conductor;
   std::unique_ptr<StoreBackedNodeKeys> node_keys;
   std::unique_ptr<ApiService> api;
   msg::DecodeLimits limits;
@@ -187,9 +194,12 @@ Status Coordinator::State::Setup() {
   node_keys = std::make_unique<StoreBackedNodeKeys>(keys ? &*keys : nullptr, zap.get(),
                                                     AdvertisedEndpoint(options, worker_endpoint));
   stats.started_us = clock.NowUs();
-  api = std::make_unique<ApiService>(*store, scheduler, outbox, *node_keys, clock, stats,
+  api = std::make_unique<ApiService>(*store, scheduler, conductor, outbox, *node_keys, clock, stats,
                                      ApiOptions{options.max_attempts, 30'000});
-  return store->Batch([&] { return scheduler.Recover(); });
+  return store->Batch([&]() -> Status {
+    KF_RETURN_IF_ERROR(scheduler.Recover());
+    return conductor.Recover();
+  });
 }
 
 bool Coordinator::State::IsAuthorizedWorker(const std::string& name) const {
@@ -270,6 +280,7 @@ void Coordinator::State::HandleClient(msg::PeerMessage& in) {
   ++stats.failed_batches;
   log::Error("coordinator.request_failed").Kv("error", status);
   Status resynced = scheduler.Resync();
+  if (resynced.ok()) resynced = store->Batch([&] { return conductor.Resync(); });
   if (!resynced.ok()) log::Error("coordinator.resync_failed").Kv("error", resynced);
 }
 
@@ -293,6 +304,7 @@ Status Coordinator::State::RunTurn() {
       KF_RETURN_IF_ERROR(HandleWorker(*in));
     }
     KF_RETURN_IF_ERROR(scheduler.Tick());
+    KF_RETURN_IF_ERROR(conductor.Advance());
     KF_RETURN_IF_ERROR(scheduler.Dispatch());
     return scheduler.SettleJobs();
   });
@@ -303,6 +315,7 @@ Status Coordinator::State::RunTurn() {
     outbox.Clear();
     log::Error("coordinator.turn_failed").Kv("error", status);
     Status resynced = scheduler.Resync();
+    if (resynced.ok()) resynced = store->Batch([&] { return conductor.Resync(); });
     if (!resynced.ok()) log::Error("coordinator.resync_failed").Kv("error", resynced);
   }
   Flush();
@@ -325,7 +338,7 @@ Status Coordinator::State::RunTurn() {
 }
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorOptions& given,
-                                                         Clock& clock) {
+                                                        Clock& clock) {
   KF_RETURN_IF_ERROR(ValidateCoordinatorOptions(given));
   // Paths written into cli.yaml and credentials must work from any directory.
   CoordinatorOptions options = given;

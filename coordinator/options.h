@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "coordinator/conductor.h"
 #include "storage/db.h"
 
 namespace kfleet::coordinator {
@@ -28,15 +29,16 @@ struct CoordinatorOptions {
   bool write_user_cli_config = true;
 
   int64_t heartbeat_interval_ms = 1000;
-  int64_t liveness = 5;          // missed intervals before a worker is lost
-  int64_t lease_ms = 0;          // 0: liveness x interval
-  int64_t recovery_grace_ms = 0; // 0: 2 x liveness x interval + the worker's 30 s backoff cap
+  int64_t liveness = 5;           // missed intervals before a worker is lost
+  int64_t lease_ms = 0;           // 0: liveness x interval
+  int64_t recovery_grace_ms = 0;  // 0: 2 x liveness x interval + the worker's 30 s backoff cap
   int64_t max_attempts = 3;
-  int64_t aging_ms = 60'000;     // a queued task gains one priority level per aging_ms waited
+  int64_t aging_ms = 60'000;  // a queued task gains one priority level per aging_ms waited
 
   int64_t max_message_bytes = int64_t{64} << 20;
   storage::SyncMode synchronous = storage::SyncMode::kFull;
   log::LogOptions log;
+  ConductorOptions conductor;  // the kernel search of model jobs
 
   int64_t LeaseMs() const { return lease_ms > 0 ? lease_ms : liveness * heartbeat_interval_ms; }
   // Long enough for a worker that was backing off (up to 30 s) while kfleetd was down to notice

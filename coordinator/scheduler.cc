@@ -18,19 +18,27 @@ using storage::NodeState;
 
 Backend ToBackend(msg::Backend backend) {
   switch (backend) {
-    case msg::Backend::CUDA: return Backend::kCuda;
-    case msg::Backend::HIP: return Backend::kHip;
-    default: return Backend::kCpu;
+    case msg::Backend::CUDA:
+      return Backend::kCuda;
+    case msg::Backend::HIP:
+      return Backend::kHip;
+    default:
+      return Backend::kCpu;
   }
 }
 
 AttemptOutcome ToOutcome(msg::Outcome outcome) {
   switch (outcome) {
-    case msg::Outcome::OK: return AttemptOutcome::kOk;
-    case msg::Outcome::CRASHED: return AttemptOutcome::kCrashed;
-    case msg::Outcome::TIMED_OUT: return AttemptOutcome::kTimedOut;
-    case msg::Outcome::CANCELLED: return AttemptOutcome::kCancelled;
-    default: return AttemptOutcome::kFailed;
+    case msg::Outcome::OK:
+      return AttemptOutcome::kOk;
+    case msg::Outcome::CRASHED:
+      return AttemptOutcome::kCrashed;
+    case msg::Outcome::TIMED_OUT:
+      return AttemptOutcome::kTimedOut;
+    case msg::Outcome::CANCELLED:
+      return AttemptOutcome::kCancelled;
+    default:
+      return AttemptOutcome::kFailed;
   }
 }
 
@@ -63,7 +71,12 @@ uint64_t NewEpoch() {
 
 }  // namespace
 
+bool WholeNode(const storage::TaskRow& task) {
+  return task.exclusive_device && task.backend == Backend::kCpu;
+}
+
 SlotClass SlotFor(const storage::TaskRow& task) {
+  if (WholeNode(task)) return SlotClass::kCpu;
   if (task.exclusive_device) return SlotClass::kGpuExclusive;
   if (task.backend == Backend::kCuda || task.backend == Backend::kHip) return SlotClass::kCompile;
   return SlotClass::kCpu;
@@ -80,8 +93,8 @@ Status Scheduler::Recover() {
   leases_.clear();
   for (const storage::LeasedTask& lease : stored) {
     KF_ASSIGN_OR_RETURN(storage::TaskRow task, store_.tasks().Get(lease.task_id));
-    leases_[lease.task_id] = Lease{lease.attempt, lease.node_id, task.job_id, SlotFor(task), "",
-                                   deadline_us};
+    leases_[lease.task_id] = Lease{lease.attempt, lease.node_id,  task.job_id, SlotFor(task), "",
+                                   deadline_us,   WholeNode(task)};
   }
   KF_ASSIGN_OR_RETURN(std::vector<storage::JobRow> running,
                       store_.jobs().List(storage::JobState::kRunning));
@@ -216,6 +229,7 @@ Status Scheduler::OnRegister(const std::string& routing_id, const std::string& u
       lease.routing_id = routing_id;
       lease.deadline_us = now_us + options_.lease_ms * 1000;
       ++session.slots_used[static_cast<int>(lease.slot)];
+      if (lease.whole_node) ++session.whole_node_leases;
     } else {
       lost.push_back({task_id, lease});
     }
@@ -283,6 +297,7 @@ Status Scheduler::FailAttempt(int64_t task_id, const Lease& lease, AttemptOutcom
   unsettled_jobs_.insert(lease.job_id);
   queue_changed_ = true;
   const bool final = *state == storage::TaskState::kFailed;
+  if (final && observer_ != nullptr) observer_->TaskEnded(task_id, lease.job_id);
   log::Warn(final ? "task.failed" : "task.retry")
       .Kv("task", task_id)
       .Kv("attempt", static_cast<int64_t>(lease.attempt))
@@ -301,6 +316,7 @@ void Scheduler::ReleaseSlot(const Lease& lease) {
   if (Session* session = SessionFor(lease.routing_id)) {
     int64_t& used = session->slots_used[static_cast<int>(lease.slot)];
     if (used > 0) --used;
+    if (lease.whole_node && session->whole_node_leases > 0) --session->whole_node_leases;
     queue_changed_ = true;
   }
 }
@@ -315,7 +331,9 @@ Status Scheduler::OnResult(const std::string& routing_id, msg::TaskResult::Reade
 
   auto it = leases_.find(task_id);
   if (it == leases_.end() || it->second.attempt != attempt) {
-    log::Debug("task.result_stale").Kv("task", task_id).Kv("attempt", static_cast<int64_t>(attempt));
+    log::Debug("task.result_stale")
+        .Kv("task", task_id)
+        .Kv("attempt", static_cast<int64_t>(attempt));
     return Status::Ok();
   }
   Lease lease = it->second;
@@ -326,10 +344,13 @@ Status Scheduler::OnResult(const std::string& routing_id, msg::TaskResult::Reade
     capnp::Data::Reader output = result.getOutput();
     KF_ASSIGN_OR_RETURN(
         bool applied,
-        store_.tasks().Complete(task_id, attempt,
-                                std::string_view(reinterpret_cast<const char*>(output.begin()),
-                                                 output.size())));
-    if (applied) unsettled_jobs_.insert(lease.job_id);
+        store_.tasks().Complete(
+            task_id, attempt,
+            std::string_view(reinterpret_cast<const char*>(output.begin()), output.size())));
+    if (applied) {
+      unsettled_jobs_.insert(lease.job_id);
+      if (observer_ != nullptr) observer_->TaskEnded(task_id, lease.job_id);
+    }
     return Status::Ok();
   }
   std::string reason = Text(result.getError());
@@ -340,8 +361,8 @@ Status Scheduler::OnResult(const std::string& routing_id, msg::TaskResult::Reade
   return FailAttempt(task_id, lease, outcome, reason);
 }
 
-Status Scheduler::EndSession(const std::string& routing_id, NodeState state,
-                             AttemptOutcome outcome, std::string_view reason, log::Level level) {
+Status Scheduler::EndSession(const std::string& routing_id, NodeState state, AttemptOutcome outcome,
+                             std::string_view reason, log::Level level) {
   Session* session = SessionFor(routing_id);
   if (session == nullptr) return Status::Ok();
   const int64_t node_id = session->node_id;
@@ -394,10 +415,10 @@ Status Scheduler::Tick() {
   }
   for (const std::string& routing_id : silent) {
     const std::string name = sessions_[routing_id].name;
-    KF_RETURN_IF_ERROR(EndSession(routing_id, NodeState::kLost, AttemptOutcome::kLost,
-                                  "worker '" + name + "' missed " +
-                                      std::to_string(options_.liveness) + " heartbeats",
-                                  log::Level::kWarn));
+    KF_RETURN_IF_ERROR(EndSession(
+        routing_id, NodeState::kLost, AttemptOutcome::kLost,
+        "worker '" + name + "' missed " + std::to_string(options_.liveness) + " heartbeats",
+        log::Level::kWarn));
   }
   std::vector<std::pair<int64_t, Lease>> expired;
   for (const auto& [task_id, lease] : leases_) {
@@ -416,8 +437,11 @@ Status Scheduler::Tick() {
 
 Session* Scheduler::Place(const storage::TaskRow& task, SlotClass slot) {
   Session* best = nullptr;
+  const bool whole_node = WholeNode(task);
   for (auto& [routing_id, session] : sessions_) {
     if (session.draining || session.Free(slot) <= 0) continue;
+    if (session.whole_node_leases > 0) continue;
+    if (whole_node ? session.Used() > 0 : session.reserved) continue;
     if (slot != SlotClass::kCpu) {
       const bool has_device =
           std::any_of(session.devices.begin(), session.devices.end(), [&](const DeviceOffer& d) {
@@ -431,14 +455,38 @@ Session* Scheduler::Place(const storage::TaskRow& task, SlotClass slot) {
   return best;
 }
 
+void Scheduler::Reserve(const storage::TaskRow& task) {
+  Session* pick = nullptr;
+  for (auto& [routing_id, session] : sessions_) {
+    if (session.draining || session.reserved || session.slots_total[0] <= 0) continue;
+    if (task.backend.has_value() && *task.backend != Backend::kCpu) continue;
+    if (pick == nullptr || session.Used() < pick->Used()) pick = &session;
+  }
+  if (pick != nullptr) pick->reserved = true;
+}
+
+int64_t Scheduler::TotalSlots(SlotClass slot) const {
+  int64_t total = 0;
+  for (const auto& [routing_id, session] : sessions_) {
+    if (!session.draining) total += session.slots_total[static_cast<int>(slot)];
+  }
+  return total;
+}
+
 Status Scheduler::Assign(const storage::TaskRow& task, Session& session, SlotClass slot) {
   const int64_t deadline_wall_us = clock_.NowUs() + options_.lease_ms * 1000;
   KF_ASSIGN_OR_RETURN(std::optional<uint32_t> attempt,
                       store_.tasks().Lease(task.id, session.node_id, deadline_wall_us));
   if (!attempt.has_value()) return Status::Ok();  // no longer queued
-  leases_[task.id] = Lease{*attempt, session.node_id, task.job_id, slot, session.routing_id,
-                           clock_.MonotonicUs() + options_.lease_ms * 1000};
+  leases_[task.id] =
+      Lease{*attempt,       session.node_id,    task.job_id,
+            slot,           session.routing_id, clock_.MonotonicUs() + options_.lease_ms * 1000,
+            WholeNode(task)};
   ++session.slots_used[static_cast<int>(slot)];
+  if (WholeNode(task)) {
+    ++session.whole_node_leases;
+    session.reserved = false;
+  }
   if (running_jobs_.insert(task.job_id).second) {
     KF_ASSIGN_OR_RETURN(bool started,
                         store_.jobs().SetState(task.job_id, storage::JobState::kRunning));
@@ -459,8 +507,8 @@ Status Scheduler::Assign(const storage::TaskRow& task, Session& session, SlotCla
   requirements.setMinMemoryBytes(static_cast<uint64_t>(task.min_memory_bytes));
   assign.setLeaseMs(static_cast<uint32_t>(options_.lease_ms));
   assign.setTimeoutMs(static_cast<uint32_t>(task.timeout_ms));
-  assign.setPayload(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(task.payload.data()),
-                                 task.payload.size()));
+  assign.setPayload(
+      kj::arrayPtr(reinterpret_cast<const capnp::byte*>(task.payload.data()), task.payload.size()));
   log::Debug("task.assigned")
       .Kv("task", task.id)
       .Kv("attempt", static_cast<int64_t>(*attempt))
@@ -473,7 +521,8 @@ Status Scheduler::Dispatch() {
   int64_t free_slots = 0;
   for (const auto& [routing_id, session] : sessions_) {
     if (session.draining) continue;
-    for (int c = 0; c < kSlotClasses; ++c) free_slots += std::max<int64_t>(0, session.Free(SlotClass(c)));
+    for (int c = 0; c < kSlotClasses; ++c)
+      free_slots += std::max<int64_t>(0, session.Free(SlotClass(c)));
   }
   if (free_slots == 0) {
     queue_changed_ = false;
@@ -494,20 +543,25 @@ Status Scheduler::Dispatch() {
     return task.priority +
            static_cast<double>(now_wall_us - task.created_us) / (options_.aging_ms * 1000.0);
   };
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [&](const storage::TaskRow& a, const storage::TaskRow& b) {
-                     return score(a) > score(b);
-                   });
+  std::stable_sort(
+      candidates.begin(), candidates.end(),
+      [&](const storage::TaskRow& a, const storage::TaskRow& b) { return score(a) > score(b); });
   int64_t placed = 0;
+  // Reservations are decided again every round, in priority order.
+  for (auto& [routing_id, session] : sessions_) session.reserved = false;
   for (const storage::TaskRow& task : candidates) {
     const SlotClass slot = SlotFor(task);
     Session* session = Place(task, slot);
-    if (session == nullptr) continue;
+    if (session == nullptr) {
+      if (WholeNode(task)) Reserve(task);
+      continue;
+    }
     KF_RETURN_IF_ERROR(Assign(task, *session, slot));
     ++placed;
     if (--free_slots == 0) break;
   }
-  // Nothing placeable: wait for a change (new tasks, freed slots, new workers) before looking again.
+  // Nothing placeable: wait for a change (new tasks, freed slots, new workers) before looking
+  // again.
   if (placed == 0) queue_changed_ = false;
   return Status::Ok();
 }
@@ -517,6 +571,9 @@ Status Scheduler::SettleJobs() {
     // Cheap for a job with work left; the full count runs once, when it may be finished.
     KF_ASSIGN_OR_RETURN(bool open, store_.tasks().HasOpenTasks(job_id));
     if (open) continue;
+    // A model job moves between phases with no task open for a moment; the conductor ends it.
+    KF_ASSIGN_OR_RETURN(storage::JobRow job, store_.jobs().Get(job_id));
+    if (job.kind == storage::JobKind::kModel) continue;
     KF_ASSIGN_OR_RETURN(storage::TaskCounts counts, store_.tasks().CountsByState(job_id));
     const storage::JobState state =
         counts.failed > 0 ? storage::JobState::kFailed : storage::JobState::kDone;
@@ -525,11 +582,10 @@ Status Scheduler::SettleJobs() {
     KF_ASSIGN_OR_RETURN(bool finished, store_.jobs().SetState(job_id, state, error));
     running_jobs_.erase(job_id);
     if (!finished) continue;  // already finished (cancelled)
-    KF_RETURN_IF_ERROR(Event(job_id, "job.finished",
-                             json{{"state", storage::Name(state)},
-                                  {"done", counts.done},
-                                  {"failed", counts.failed}}
-                                 .dump()));
+    KF_RETURN_IF_ERROR(Event(
+        job_id, "job.finished",
+        json{{"state", storage::Name(state)}, {"done", counts.done}, {"failed", counts.failed}}
+            .dump()));
     log::Info("job.finished").Kv("job", job_id).Kv("state", storage::Name(state));
   }
   return Status::Ok();

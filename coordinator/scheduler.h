@@ -56,6 +56,16 @@ struct Session {
   int64_t last_heard_us = 0;      // monotonic
   int64_t next_heartbeat_us = 0;  // monotonic
   uint64_t heartbeat_sequence = 0;
+  // A CPU timing task owns the whole node: nothing else runs beside it, and while one waits for
+  // the node to empty, no new task is placed there (else it would wait forever).
+  int64_t whole_node_leases = 0;
+  bool reserved = false;
+
+  int64_t Used() const {
+    int64_t used = 0;
+    for (int64_t u : slots_used) used += u;
+    return used;
+  }
 
   int64_t Free(SlotClass c) const {
     return slots_total[static_cast<int>(c)] - slots_used[static_cast<int>(c)];
@@ -67,8 +77,9 @@ struct Lease {
   int64_t node_id = 0;
   int64_t job_id = 0;
   SlotClass slot = SlotClass::kCpu;
-  std::string routing_id;  // the session holding it; empty until its worker re-registers
+  std::string routing_id;   // the session holding it; empty until its worker re-registers
   int64_t deadline_us = 0;  // monotonic
+  bool whole_node = false;  // a CPU timing task (WholeNode)
 };
 
 // What `kfleet nodes` shows of a connected worker.
@@ -77,6 +88,14 @@ struct SessionView {
   bool draining = false;
   int64_t slots_used[kSlotClasses] = {0, 0, 0};
   int64_t last_heard_age_ms = 0;
+};
+
+// Told of every task that ended for good: done, or failed with no attempt left. Called inside
+// the batch that recorded it.
+class TaskEndObserver {
+ public:
+  virtual ~TaskEndObserver() = default;
+  virtual void TaskEnded(int64_t task_id, int64_t job_id) = 0;
 };
 
 class Scheduler {
@@ -112,6 +131,10 @@ class Scheduler {
   // Queues tasks and wakes the dispatcher; marks the job for settling.
   [[nodiscard]] Status JobSubmitted(int64_t job_id);
 
+  void SetTaskEndObserver(TaskEndObserver* observer) { observer_ = observer; }
+  // Slots of a class over every connected, non-draining worker.
+  int64_t TotalSlots(SlotClass slot) const;
+
   std::optional<SessionView> ViewOf(int64_t node_id) const;
   size_t session_count() const { return sessions_.size(); }
   size_t lease_count() const { return leases_.size(); }
@@ -135,6 +158,8 @@ class Scheduler {
   // The session best placed to run `task` now, or nullptr.
   Session* Place(const storage::TaskRow& task, SlotClass slot);
   [[nodiscard]] Status Assign(const storage::TaskRow& task, Session& session, SlotClass slot);
+  // Keeps new work off the least busy CPU node until the whole-node task can start there.
+  void Reserve(const storage::TaskRow& task);
   [[nodiscard]] Status Event(std::optional<int64_t> job_id, std::string_view kind,
                              const std::string& data_json);
 
@@ -144,15 +169,18 @@ class Scheduler {
   SchedulerOptions options_;
   uint64_t epoch_;  // changes on every start, so workers can tell a restarted coordinator
   std::unordered_map<std::string, Session> sessions_;  // by routing id
-  std::map<std::string, std::string> by_name_;        // node name -> routing id
+  std::map<std::string, std::string> by_name_;         // node name -> routing id
   std::unordered_map<int64_t, Lease> leases_;          // by task id
   std::set<int64_t> unsettled_jobs_;                   // jobs whose tasks changed state
   std::set<int64_t> running_jobs_;                     // jobs known to be past 'queued'
   bool queue_changed_ = true;  // false after a round that found nothing to place
+  TaskEndObserver* observer_ = nullptr;
 };
 
 // The slot a task needs: an exclusive device for timing, a compile slot for other GPU work, a CPU
 // slot otherwise.
 SlotClass SlotFor(const storage::TaskRow& task);
+// Timing on the CPU needs the node to itself: an exclusive task for the CPU backend.
+bool WholeNode(const storage::TaskRow& task);
 
 }  // namespace kfleet::coordinator

@@ -1,0 +1,933 @@
+#include "coordinator/conductor.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "agents/search.h"
+#include "agents/template_family.h"
+#include "common/log.h"
+#include "eval/model_verify.h"
+#include "eval/report.h"
+#include "eval/toolchain.h"
+#include "messages/kernel.capnp.h"
+#include "messages/payload.h"
+#include "planner/cpu_calibration.h"
+#include "planner/plan.h"
+
+namespace kfleet::coordinator {
+namespace {
+
+using nlohmann::json;
+using storage::CandidateRow;
+using storage::CandidateState;
+using storage::JobRow;
+using storage::KernelJobRow;
+using storage::KernelJobState;
+using storage::TaskKind;
+using storage::TaskRow;
+using storage::TaskState;
+
+// Task time limits: rendering and planning are quick; a test compiles and runs several stages.
+constexpr int64_t kPlanTimeoutMs = 120'000;
+constexpr int64_t kCodeTimeoutMs = 120'000;
+constexpr int64_t kTestTimeoutMs = 600'000;
+constexpr int64_t kProfileTimeoutMs = 600'000;
+constexpr int64_t kModelTimeoutMs = 1'800'000;
+
+// Priorities within a job: finish what is started before starting more, and time the model
+// first and last.
+constexpr double kModelBonus = 4;
+constexpr double kProfileBonus = 3;
+constexpr double kTestBonus = 2;
+constexpr double kCodeBonus = 1;
+constexpr double kPlanBonus = 0.5;
+
+constexpr std::string_view kPhaseProfiling = "profiling";
+constexpr std::string_view kPhaseSearching = "searching";
+constexpr std::string_view kPhaseVerifying = "verifying";
+constexpr std::string_view kPhaseFinished = "finished";
+
+json ParseObject(const std::string& text) {
+  json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return parsed.is_object() ? parsed : json::object();
+}
+
+std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+std::string DataString(capnp::Data::Reader data) {
+  return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+}
+
+json ParamsJson(capnp::List<msg::Param>::Reader params) {
+  json out = json::object();
+  for (msg::Param::Reader p : params) out[Text(p.getName())] = Text(p.getValue());
+  return out;
+}
+
+agents::Params ParamsFromJson(const std::string& text) {
+  agents::Params params;
+  const json object = ParseObject(text);
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    if (it.value().is_string()) params[it.key()] = it.value().get<std::string>();
+  }
+  return params;
+}
+
+void SetParams(capnp::List<msg::Param>::Builder out, const agents::Params& params) {
+  unsigned i = 0;
+  for (const auto& [name, value] : params) {
+    out[i].setName(name);
+    out[i].setValue(value);
+    ++i;
+  }
+}
+
+// One line, at most `limit` characters: errors go into events and tables.
+std::string OneLine(std::string text, size_t limit = 300) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  if (text.size() > limit) text = text.substr(0, limit - 3) + "...";
+  return text;
+}
+
+double CandidateSolFraction(const KernelJobRow& kernel_job, const CandidateRow& candidate) {
+  if (!candidate.median_us.has_value() || *candidate.median_us <= 0) return 0;
+  return kernel_job.sol_us / *candidate.median_us;
+}
+
+std::string Seconds(double s) { return fmt::format("{:.0f} s", s); }
+
+// File-name-safe form of a kernel name: "gemm+gelu_tanh 128x768x3072 f32" -> "gemm-gelu_tanh-...".
+std::string Slug(const std::string& name) {
+  std::string out;
+  for (char c : name) {
+    const bool keep = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == 'x';
+    if (keep) {
+      out += c;
+    } else if (!out.empty() && out.back() != '-') {
+      out += '-';
+    }
+  }
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out.substr(0, 60);
+}
+
+std::string KernelSymbol(int64_t kernel_job_id) {
+  return "kf_k" + std::to_string(kernel_job_id) + "_run";
+}
+
+}  // namespace
+
+Conductor::Conductor(storage::Store& store, Scheduler& scheduler, Clock& clock,
+                     const ConductorOptions& options)
+    : store_(store), scheduler_(scheduler), clock_(clock), options_(options) {}
+
+void Conductor::TaskEnded(int64_t task_id, int64_t job_id) {
+  if (active_jobs_.count(job_id)) ended_.push_back(task_id);
+}
+
+void Conductor::JobCancelled(int64_t job_id) { active_jobs_.erase(job_id); }
+
+Status Conductor::Event(int64_t job_id, std::string_view kind, const std::string& data_json) {
+  return store_.events().Append(job_id, kind, data_json).status();
+}
+
+Status Conductor::Enqueue(const JobRow& job, TaskKind kind, std::optional<int64_t> kernel_job_id,
+                          std::optional<int64_t> candidate_id, std::string payload,
+                          double priority_bonus, int64_t timeout_ms, bool exclusive) {
+  storage::NewTask task;
+  task.job_id = job.id;
+  task.kernel_job_id = kernel_job_id;
+  task.candidate_id = candidate_id;
+  task.kind = kind;
+  task.priority = job.priority + priority_bonus;
+  task.backend = job.target;
+  task.exclusive_device = exclusive;
+  task.payload = std::move(payload);
+  task.timeout_ms = timeout_ms;
+  task.max_attempts = options_.max_attempts;
+  KF_RETURN_IF_ERROR(store_.tasks().Enqueue(task).status());
+  return scheduler_.JobSubmitted(job.id);
+}
+
+Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
+  if (submission.target != storage::Backend::kCpu) {
+    return FailedPrecondition(
+        "this coordinator searches kernels for the cpu target only; cuda and hip search arrive "
+        "with their backends (`kfleet plan MODEL --target h200` ranks a model for a GPU)");
+  }
+  if (submission.bytes.empty()) return InvalidArgument("the model file is empty");
+  // A corrupt or unsupported model is refused here, before anything is stored or queued.
+  KF_ASSIGN_OR_RETURN(planner::Graph graph,
+                      planner::ImportOnnxBytes(submission.bytes, submission.file_name, "", {}));
+  const int64_t top = submission.top > 0 ? submission.top : options_.default_top;
+  const int64_t budget_ms =
+      submission.budget_ms > 0 ? submission.budget_ms : options_.default_budget_ms;
+
+  KF_ASSIGN_OR_RETURN(std::string hash, store_.blobs().Put(submission.bytes));
+  KF_ASSIGN_OR_RETURN(int64_t model_id,
+                      store_.models().Create({submission.file_name, hash, "onnx"}));
+  storage::NewJob new_job;
+  new_job.kind = storage::JobKind::kModel;
+  new_job.name = submission.name.empty() ? submission.file_name : submission.name;
+  new_job.model_id = model_id;
+  new_job.target = submission.target;
+  new_job.priority = submission.priority;
+  new_job.budget_ms = budget_ms;
+  new_job.options_json =
+      json{{"top", top}, {"file", submission.file_name}, {"nodes", graph.nodes.size()}}.dump();
+  new_job.phase = std::string(kPhaseProfiling);
+  KF_ASSIGN_OR_RETURN(int64_t job_id, store_.jobs().Create(new_job));
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
+
+  capnp::MallocMessageBuilder builder;
+  msg::ModelProfileRequest::Builder request = builder.initRoot<msg::ProfileRequest>().initModel();
+  request.setModel(kj::arrayPtr(reinterpret_cast<const kj::byte*>(submission.bytes.data()),
+                                submission.bytes.size()));
+  request.setReps(static_cast<uint32_t>(options_.model_reps));
+  request.setSeed(options_.seed);
+  KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kProfile, std::nullopt, std::nullopt,
+                             msg::EncodePayload(builder), kModelBonus, kModelTimeoutMs,
+                             /*exclusive=*/true));
+  KF_RETURN_IF_ERROR(Event(job_id, "job.submitted",
+                           json{{"name", new_job.name},
+                                {"model", submission.file_name},
+                                {"nodes", graph.nodes.size()},
+                                {"budget_ms", budget_ms},
+                                {"top", top}}
+                               .dump()));
+  KF_RETURN_IF_ERROR(Event(job_id, "job.phase", json{{"phase", kPhaseProfiling}}.dump()));
+  active_jobs_.insert(job_id);
+  log::Info("job.submitted").Kv("job", job_id).Kv("kind", "model").Kv("model", new_job.name);
+  return job_id;
+}
+
+Status Conductor::Recover() {
+  KF_ASSIGN_OR_RETURN(std::vector<JobRow> jobs, store_.jobs().List());
+  for (const JobRow& job : jobs) {
+    if (job.kind != storage::JobKind::kModel || job.finished_us.has_value()) continue;
+    active_jobs_.insert(job.id);
+    touched_jobs_.insert(job.id);
+    KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels, store_.kernel_jobs().ListByJob(job.id));
+    for (const KernelJobRow& k : kernels) {
+      if (k.state == KernelJobState::kSearching) touched_kernel_jobs_.insert(k.id);
+    }
+  }
+  if (!active_jobs_.empty()) {
+    log::Info("conductor.resumed").Kv("jobs", static_cast<int64_t>(active_jobs_.size()));
+  }
+  return Status::Ok();
+}
+
+Status Conductor::Resync() {
+  ended_.clear();
+  active_jobs_.clear();
+  touched_kernel_jobs_.clear();
+  touched_jobs_.clear();
+  return Recover();
+}
+
+Status Conductor::Advance() {
+  for (int64_t task_id : std::exchange(ended_, {})) {
+    KF_ASSIGN_OR_RETURN(TaskRow task, store_.tasks().Get(task_id));
+    KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(task.job_id));
+    if (job.finished_us.has_value()) continue;
+    Status applied = Status::Ok();
+    if (task.kind == TaskKind::kProfile && !task.candidate_id.has_value()) {
+      applied = job.phase == kPhaseVerifying ? OnVerified(job, task) : OnModelProfiled(job, task);
+    } else if (task.kind == TaskKind::kPlan) {
+      applied = OnPlanned(task);
+    } else if (task.kind == TaskKind::kCode) {
+      applied = OnCoded(task);
+    } else if (task.kind == TaskKind::kTest) {
+      applied = OnTested(task);
+    } else if (task.kind == TaskKind::kProfile) {
+      applied = OnCandidateProfiled(task);
+    }
+    KF_RETURN_IF_ERROR(applied);
+    if (task.kernel_job_id.has_value()) touched_kernel_jobs_.insert(*task.kernel_job_id);
+  }
+
+  // Wall-clock budgets: a job past its search time stops starting rounds.
+  const int64_t now = clock_.MonotonicUs();
+  if (now >= next_timer_us_) {
+    next_timer_us_ = now + options_.timer_interval_ms * 1000;
+    for (int64_t job_id : active_jobs_) {
+      KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
+      if (job.phase != kPhaseSearching) continue;
+      const json summary = ParseObject(job.summary_json);
+      const int64_t started = summary.value("search_started_us", int64_t{0});
+      if (clock_.NowUs() - started < job.budget_ms * 1000) continue;
+      KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels,
+                          store_.kernel_jobs().ListByJob(job_id));
+      for (const KernelJobRow& k : kernels) {
+        if (k.state == KernelJobState::kSearching) touched_kernel_jobs_.insert(k.id);
+      }
+    }
+  }
+
+  for (int64_t kernel_job_id : std::exchange(touched_kernel_jobs_, {})) {
+    KF_RETURN_IF_ERROR(NextRound(kernel_job_id));
+  }
+  for (int64_t job_id : std::exchange(touched_jobs_, {})) {
+    KF_RETURN_IF_ERROR(MaybeFinishSearch(job_id));
+  }
+  return Status::Ok();
+}
+
+Result<std::string> Conductor::ModelBytes(const JobRow& job) {
+  if (!job.model_id.has_value())
+    return Internal("model job " + std::to_string(job.id) + " has no model");
+  KF_ASSIGN_OR_RETURN(storage::ModelRow model, store_.models().Get(*job.model_id));
+  return store_.blobs().Get(model.blob_hash, storage::BlobCheck::kSizeAndHash);
+}
+
+Status Conductor::FailJob(int64_t job_id, const std::string& error) {
+  KF_ASSIGN_OR_RETURN(bool changed,
+                      store_.jobs().SetState(job_id, storage::JobState::kFailed, error));
+  active_jobs_.erase(job_id);
+  if (!changed) return Status::Ok();
+  log::Warn("job.failed").Kv("job", job_id).Kv("error", error);
+  return Event(job_id, "job.finished", json{{"state", "failed"}, {"error", error}}.dump());
+}
+
+Status Conductor::FinishJob(int64_t job_id) {
+  KF_RETURN_IF_ERROR(store_.jobs().SetPhase(job_id, kPhaseFinished).status());
+  KF_ASSIGN_OR_RETURN(bool changed, store_.jobs().SetState(job_id, storage::JobState::kDone));
+  active_jobs_.erase(job_id);
+  if (!changed) return Status::Ok();
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
+  const json summary = ParseObject(job.summary_json);
+  log::Info("job.finished").Kv("job", job_id).Kv("state", "done");
+  return Event(job_id, "job.finished",
+               json{{"state", "done"},
+                    {"projected_speedup", summary.value("projected_speedup", 1.0)},
+                    {"measured_speedup", summary.value("measured_speedup", 0.0)}}
+                   .dump());
+}
+
+Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
+  if (task.state != TaskState::kDone) {
+    return FailJob(job.id, "measuring the model's baseline failed: " + OneLine(task.error));
+  }
+  KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::ModelProfileReply>(task.result));
+  msg::ModelProfileReply::Reader profile = reply.root();
+
+  planner::CpuCalibration calibration;
+  calibration.cpu_model = Text(profile.getCpuModel());
+  calibration.logical_cores = static_cast<int>(profile.getLogicalCores());
+  calibration.copy_bytes_per_s = profile.getCopyBytesPerS();
+  calibration.matmul_flops_per_s = profile.getMatmulFlopsPerS();
+  KF_ASSIGN_OR_RETURN(planner::DeviceModel generic, planner::DeviceCatalog::Builtin().Find("cpu"));
+  planner::DeviceModel device = generic;
+  if (calibration.copy_bytes_per_s > 0 && calibration.matmul_flops_per_s > 0) {
+    device = planner::CpuDeviceFromCalibration(generic, calibration);
+  }
+  planner::PlanOptions plan_options;
+  for (msg::NodeTime::Reader node : profile.getNodes()) {
+    plan_options.measured_node_s[Text(node.getName())] = node.getUs() * 1e-6;
+  }
+  KF_ASSIGN_OR_RETURN(std::string bytes, ModelBytes(job));
+  Result<planner::Graph> graph = planner::ImportOnnxBytes(bytes, job.name, "", {});
+  if (!graph.ok()) return FailJob(job.id, "importing the model: " + graph.status().message());
+  Result<planner::PlannedModel> planned =
+      planner::PlanGraph(std::move(*graph), device, plan_options);
+  if (!planned.ok()) return FailJob(job.id, "planning the model: " + planned.status().message());
+  const planner::ModelPlan& plan = planned->plan;
+
+  const int64_t top = ParseObject(job.options_json).value("top", int64_t{options_.default_top});
+  const std::vector<std::unique_ptr<agents::TemplateFamily>> families =
+      agents::CpuTemplateFamilies();
+  // Which kernel jobs the templates can implement, in rank order; the first `top` are searched.
+  std::vector<std::string> unsupported(plan.jobs.size());
+  std::vector<bool> searched(plan.jobs.size(), false);
+  double searched_saving = 0;
+  int64_t searched_count = 0;
+  for (size_t i = 0; i < plan.jobs.size() && searched_count < top; ++i) {
+    const planner::KernelJobPlan& kernel = plan.jobs[i];
+    Result<planner::Graph> spec =
+        planner::ImportOnnxBytes(kernel.spec.onnx_model, kernel.spec.name, "", {});
+    Status fits = spec.status();
+    if (fits.ok()) {
+      Result<agents::SpecView> view = agents::AnalyzeSpec(*spec);
+      fits = view.status();
+      if (fits.ok()) fits = agents::SupportingTemplates(*view, families).status();
+    }
+    if (!fits.ok()) {
+      unsupported[i] = "no CPU template fits: " + OneLine(fits.message(), 400);
+      continue;
+    }
+    searched[i] = true;
+    searched_saving += std::max(kernel.expected_saving_s, 0.0);
+    ++searched_count;
+  }
+  // The job's wall time, times the slots that run in parallel, split by expected saving.
+  const int64_t parallel = std::max<int64_t>(1, scheduler_.TotalSlots(SlotClass::kCpu));
+  for (size_t i = 0; i < plan.jobs.size(); ++i) {
+    const planner::KernelJobPlan& kernel = plan.jobs[i];
+    storage::NewKernelJob row;
+    row.job_id = job.id;
+    row.name = kernel.spec.name;
+    row.spec_hash = kernel.spec.hash;
+    row.spec = kernel.spec.onnx_model;
+    row.count = kernel.count;
+    row.baseline_us = kernel.baseline_s * 1e6;
+    row.sol_us = kernel.sol_s * 1e6;
+    row.expected_saving_us = kernel.expected_saving_s * 1e6;
+    row.rank = static_cast<int64_t>(i);
+    row.family = kernel.spec.family;
+    row.share = kernel.share;
+    if (searched[i]) {
+      const double fraction = searched_saving > 0
+                                  ? std::max(kernel.expected_saving_s, 0.0) / searched_saving
+                                  : 1.0 / static_cast<double>(searched_count);
+      // Every searched job gets at least a quarter of an even share, so that a small expected
+      // saving still buys a few rounds.
+      const double total = static_cast<double>(job.budget_ms * parallel);
+      const double floor = total / (4.0 * static_cast<double>(searched_count));
+      row.budget_ms =
+          std::max<int64_t>(1000, static_cast<int64_t>(std::max(total * fraction, floor)));
+      row.state = KernelJobState::kSearching;
+    } else if (!unsupported[i].empty()) {
+      row.state = KernelJobState::kFailed;
+      row.note = unsupported[i];
+    } else {
+      row.state = KernelJobState::kDone;
+      row.note = fmt::format("not searched: outside the top {} by expected saving", top);
+    }
+    KF_ASSIGN_OR_RETURN(int64_t id, store_.kernel_jobs().Create(row));
+    if (searched[i]) touched_kernel_jobs_.insert(id);
+  }
+
+  json what_if = json::array();
+  for (const planner::WhatIf& w : plan.what_if)
+    what_if.push_back({{"top", w.top}, {"speedup", w.speedup}});
+  const json summary = {
+      {"device", Text(profile.getDevice())}, {"baseline_model_us", profile.getTotalUs()},
+      {"model_us", plan.model_s * 1e6},      {"time_source", planner::TimeSourceName(plan.source)},
+      {"kernel_jobs", plan.jobs.size()},     {"opaque_jobs", plan.opaque_jobs.size()},
+      {"searched", searched_count},          {"what_if", what_if},
+      {"search_started_us", clock_.NowUs()}};
+  KF_RETURN_IF_ERROR(store_.jobs().SetSummary(job.id, summary.dump()));
+  KF_RETURN_IF_ERROR(store_.jobs().SetPhase(job.id, kPhaseSearching).status());
+  KF_RETURN_IF_ERROR(Event(job.id, "job.phase",
+                           json{{"phase", kPhaseSearching},
+                                {"baseline_model_us", profile.getTotalUs()},
+                                {"kernel_jobs", plan.jobs.size()},
+                                {"searched", searched_count}}
+                               .dump()));
+  touched_jobs_.insert(job.id);
+  return Status::Ok();
+}
+
+Status Conductor::StopKernelJob(const KernelJobRow& kernel_job, const std::string& note) {
+  KernelJobState state = KernelJobState::kDone;
+  std::string why = note;
+  if (!kernel_job.best_candidate_id.has_value()) {
+    state = KernelJobState::kFailed;
+    why = "no candidate passed the tests; " + note;
+  }
+  KF_RETURN_IF_ERROR(store_.kernel_jobs().Finish(kernel_job.id, state, why).status());
+  touched_jobs_.insert(kernel_job.job_id);
+  json data = {{"kernel", kernel_job.name},
+               {"kernel_job", kernel_job.id},
+               {"state", storage::Name(state)},
+               {"note", why}};
+  if (kernel_job.best_candidate_id.has_value()) {
+    KF_ASSIGN_OR_RETURN(CandidateRow best, store_.candidates().Get(*kernel_job.best_candidate_id));
+    data["speedup"] = best.speedup.value_or(0);
+  }
+  return Event(kernel_job.job_id, "kernel.done", data.dump());
+}
+
+Status Conductor::NextRound(int64_t kernel_job_id) {
+  KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(kernel_job_id));
+  if (kernel_job.state != KernelJobState::kSearching) return Status::Ok();
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(kernel_job.job_id));
+  if (job.finished_us.has_value()) return Status::Ok();
+  KF_ASSIGN_OR_RETURN(bool open, store_.tasks().HasOpenKernelJobTasks(kernel_job_id));
+  if (open) return Status::Ok();
+
+  KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
+                      store_.candidates().ListByKernelJob(kernel_job_id));
+  const json summary = ParseObject(job.summary_json);
+  const int64_t started_us = summary.value("search_started_us", int64_t{0});
+  KF_ASSIGN_OR_RETURN(int64_t spent_us,
+                      store_.tasks().KernelJobAttemptMicros(kernel_job_id, clock_.NowUs()));
+  double best = 0;
+  double best_sol = 0;
+  // The best before the last `plateau_rounds` rounds, to see whether they gained anything.
+  double best_before = 0;
+  int64_t last_round_count = 0;
+  for (const CandidateRow& c : candidates) {
+    if (c.round == kernel_job.rounds - 1) ++last_round_count;
+    if (c.state != CandidateState::kProfiled || !c.speedup.has_value()) continue;
+    if (*c.speedup > best) {
+      best = *c.speedup;
+      best_sol = CandidateSolFraction(kernel_job, c);
+    }
+    if (c.round < kernel_job.rounds - options_.plateau_rounds)
+      best_before = std::max(best_before, *c.speedup);
+  }
+
+  std::string stop;
+  if (clock_.NowUs() - started_us >= job.budget_ms * 1000) {
+    stop = "the job's search time (" + Seconds(job.budget_ms / 1000.0) + ") ran out";
+  } else if (spent_us >= kernel_job.budget_ms * 1000) {
+    stop = "its budget of " + Seconds(kernel_job.budget_ms / 1000.0) + " of task time is spent";
+  } else if (best_sol >= options_.stop_sol_fraction && best_sol <= 1.0) {
+    // Above 1 the floor itself is wrong (a calibration taken on a busy machine): keep going.
+    stop = fmt::format("reached {:.0f}% of speed-of-light", best_sol * 100);
+  } else if (static_cast<int64_t>(candidates.size()) >= options_.max_candidates) {
+    stop = fmt::format("tried {} candidates, the most per kernel", candidates.size());
+  } else if (kernel_job.rounds > 0 && last_round_count == 0) {
+    stop = "the templates' parameter space is exhausted";
+  } else if (kernel_job.rounds >= options_.plateau_rounds && best_before > 0 &&
+             best <= best_before * (1 + options_.noise)) {
+    stop = fmt::format("no gain above {:.0f}% in the last {} rounds", options_.noise * 100,
+                       options_.plateau_rounds);
+  }
+  if (!stop.empty()) return StopKernelJob(kernel_job, stop);
+
+  KF_ASSIGN_OR_RETURN(int64_t round, store_.kernel_jobs().StartRound(kernel_job_id));
+  const bool migrate =
+      round > 0 && options_.migrate_every > 0 && round % options_.migrate_every == 0;
+  for (int island = 0; island < options_.islands; ++island) {
+    capnp::MallocMessageBuilder builder;
+    msg::PlanRequest::Builder request = builder.initRoot<msg::PlanRequest>();
+    request.setSpecOnnx(kj::arrayPtr(reinterpret_cast<const kj::byte*>(kernel_job.spec.data()),
+                                     kernel_job.spec.size()));
+    request.setIsland(static_cast<uint32_t>(island));
+    request.setRound(static_cast<uint32_t>(round));
+    request.setCount(static_cast<uint32_t>(options_.per_island));
+    request.setSeed(options_.seed * 1'000'003 + static_cast<uint64_t>(kernel_job_id));
+    request.setMigrate(migrate);
+    auto history = request.initHistory(static_cast<unsigned>(candidates.size()));
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const CandidateRow& c = candidates[i];
+      msg::CandidateOutcome::Builder out = history[static_cast<unsigned>(i)];
+      out.setId(static_cast<uint64_t>(c.id));
+      out.setIsland(static_cast<uint32_t>(c.island));
+      out.setTemplate(c.template_name);
+      const agents::Params params = ParamsFromJson(c.params_json);
+      SetParams(out.initParams(static_cast<unsigned>(params.size())), params);
+      const char* state = c.state == CandidateState::kProfiled ? "profiled"
+                          : c.state == CandidateState::kPassed ? "passed"
+                          : c.state == CandidateState::kFailed ? "failed"
+                                                               : "pending";
+      out.setState(state);
+      out.setFailedStage(c.failed_stage);
+      out.setSpeedup(c.speedup.value_or(0));
+    }
+    KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kPlan, kernel_job_id, std::nullopt,
+                               msg::EncodePayload(builder), kPlanBonus, kPlanTimeoutMs));
+  }
+  return Event(job.id, "kernel.round",
+               json{{"kernel", kernel_job.name},
+                    {"kernel_job", kernel_job_id},
+                    {"round", round},
+                    {"candidates", candidates.size()},
+                    {"best_speedup", best},
+                    {"migrate", migrate}}
+                   .dump());
+}
+
+Status Conductor::OnPlanned(const TaskRow& task) {
+  KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(*task.kernel_job_id));
+  KF_ASSIGN_OR_RETURN(auto request, msg::DecodePayload<msg::PlanRequest>(task.payload));
+  const int64_t island = request.root().getIsland();
+  const int64_t round = request.root().getRound();
+  if (task.state != TaskState::kDone) {
+    return Event(
+        task.job_id, "plan.failed",
+        json{{"kernel", kernel_job.name}, {"island", island}, {"error", OneLine(task.error)}}
+            .dump());
+  }
+  KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::PlanReply>(task.result));
+  KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> existing,
+                      store_.candidates().ListByKernelJob(kernel_job.id));
+  std::set<std::string> keys;
+  for (const CandidateRow& c : existing) {
+    keys.insert(agents::CandidateKey(c.template_name, ParamsFromJson(c.params_json)));
+  }
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(task.job_id));
+  for (msg::Proposal::Reader proposal : reply.root().getProposals()) {
+    const std::string template_name = Text(proposal.getTemplate());
+    const json params = ParamsJson(proposal.getParams());
+    agents::Params as_map;
+    for (const auto& [name, value] : params.items()) as_map[name] = value.get<std::string>();
+    // Islands plan in parallel: the same point from two of them is evaluated once.
+    if (!keys.insert(agents::CandidateKey(template_name, as_map)).second) continue;
+    json parents = json::array();
+    for (uint64_t parent : proposal.getParents()) parents.push_back(parent);
+    storage::NewCandidate candidate;
+    candidate.kernel_job_id = kernel_job.id;
+    candidate.island = island;
+    candidate.parents_json = parents.dump();
+    candidate.agent = "template";
+    candidate.plan = Text(proposal.getNote());
+    candidate.params_json = params.dump();
+    candidate.round = round;
+    candidate.template_name = template_name;
+    KF_ASSIGN_OR_RETURN(int64_t candidate_id, store_.candidates().Create(candidate));
+
+    capnp::MallocMessageBuilder builder;
+    msg::CodeRequest::Builder code = builder.initRoot<msg::CodeRequest>();
+    code.setSpecOnnx(kj::arrayPtr(reinterpret_cast<const kj::byte*>(kernel_job.spec.data()),
+                                  kernel_job.spec.size()));
+    code.setTemplate(template_name);
+    code.setParams(proposal.getParams());
+    KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kCode, kernel_job.id, candidate_id,
+                               msg::EncodePayload(builder), kCodeBonus, kCodeTimeoutMs));
+  }
+  return Status::Ok();
+}
+
+Status Conductor::CandidateFailed(int64_t candidate_id, std::string_view stage,
+                                  std::string_view error, std::string_view report) {
+  KF_RETURN_IF_ERROR(
+      store_.candidates().RecordFailure(candidate_id, stage, error, report).status());
+  KF_ASSIGN_OR_RETURN(CandidateRow candidate, store_.candidates().Get(candidate_id));
+  KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(candidate.kernel_job_id));
+  return Event(kernel_job.job_id, "candidate.failed",
+               json{{"kernel", kernel_job.name},
+                    {"candidate", candidate_id},
+                    {"template", candidate.template_name},
+                    {"stage", stage},
+                    {"error", OneLine(std::string(error), 200)}}
+                   .dump());
+}
+
+Status Conductor::OnCoded(const TaskRow& task) {
+  const int64_t candidate_id = *task.candidate_id;
+  if (task.state != TaskState::kDone) return CandidateFailed(candidate_id, "code", task.error);
+  KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::CodeReply>(task.result));
+  const std::string source = Text(reply.root().getSource());
+  KF_ASSIGN_OR_RETURN(std::string hash, store_.blobs().Put(source));
+  KF_ASSIGN_OR_RETURN(CandidateRow candidate, store_.candidates().Get(candidate_id));
+  KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> siblings,
+                      store_.candidates().ListByKernelJob(candidate.kernel_job_id));
+  for (const CandidateRow& other : siblings) {
+    if (other.id != candidate_id && other.source_hash == hash) {
+      return CandidateFailed(candidate_id, "duplicate",
+                             "renders the same source as candidate " + std::to_string(other.id));
+    }
+  }
+  const std::string explanation = Text(reply.root().getExplanation());
+  if (!explanation.empty()) {
+    KF_RETURN_IF_ERROR(store_.candidates()
+                           .SetPlan(candidate_id, explanation + " [" + candidate.plan + "]")
+                           .status());
+  }
+  KF_RETURN_IF_ERROR(store_.candidates().SetSource(candidate_id, hash).status());
+  KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(candidate.kernel_job_id));
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(task.job_id));
+  capnp::MallocMessageBuilder builder;
+  msg::EvalRequest::Builder request = builder.initRoot<msg::EvalRequest>();
+  request.setSpecOnnx(kj::arrayPtr(reinterpret_cast<const kj::byte*>(kernel_job.spec.data()),
+                                   kernel_job.spec.size()));
+  request.setSource(source);
+  request.setCandidateId(static_cast<uint64_t>(candidate_id));
+  request.setSeed(options_.seed + static_cast<uint64_t>(candidate_id));
+  request.setSolUs(kernel_job.sol_us);
+  request.setProfile(false);
+  return Enqueue(job, TaskKind::kTest, kernel_job.id, candidate_id, msg::EncodePayload(builder),
+                 kTestBonus, kTestTimeoutMs);
+}
+
+Status Conductor::OnTested(const TaskRow& task) {
+  const int64_t candidate_id = *task.candidate_id;
+  if (task.state != TaskState::kDone) return CandidateFailed(candidate_id, "test", task.error);
+  KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::EvalReply>(task.result));
+  const std::string report_json = Text(reply.root().getReportJson());
+  if (!reply.root().getPassed()) {
+    const json report = ParseObject(report_json);
+    return CandidateFailed(candidate_id, report.value("failed_stage", std::string("test")),
+                           report.value("reason", std::string("failed a test stage")), report_json);
+  }
+  KF_RETURN_IF_ERROR(store_.candidates().RecordTest(candidate_id, true, report_json).status());
+  KF_ASSIGN_OR_RETURN(auto request, msg::DecodePayload<msg::EvalRequest>(task.payload));
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(task.job_id));
+  capnp::MallocMessageBuilder builder;
+  msg::EvalRequest::Builder profile = builder.initRoot<msg::ProfileRequest>().initCandidate();
+  profile.setSpecOnnx(request.root().getSpecOnnx());
+  profile.setSource(request.root().getSource());
+  profile.setCandidateId(request.root().getCandidateId());
+  profile.setSeed(request.root().getSeed());
+  profile.setSolUs(request.root().getSolUs());
+  profile.setProfile(true);
+  return Enqueue(job, TaskKind::kProfile, task.kernel_job_id, candidate_id,
+                 msg::EncodePayload(builder), kProfileBonus, kProfileTimeoutMs, /*exclusive=*/true);
+}
+
+Status Conductor::OnCandidateProfiled(const TaskRow& task) {
+  const int64_t candidate_id = *task.candidate_id;
+  if (task.state != TaskState::kDone) return CandidateFailed(candidate_id, "profile", task.error);
+  KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::EvalReply>(task.result));
+  const std::string report_json = Text(reply.root().getReportJson());
+  const json report = ParseObject(report_json);
+  const json profile = report.value("profile", json::object());
+  const double speedup = profile.value("speedup", 0.0);
+  const double median_us = profile.value("candidate", json::object()).value("median_us", 0.0);
+  if (!reply.root().getPassed() || speedup <= 0 || median_us <= 0) {
+    return CandidateFailed(candidate_id, report.value("failed_stage", std::string("profile")),
+                           report.value("reason", std::string("no timing in the profile report")),
+                           report_json);
+  }
+  KF_RETURN_IF_ERROR(
+      store_.candidates().RecordProfile(candidate_id, report_json, median_us, speedup).status());
+  KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(*task.kernel_job_id));
+  double best = 0;
+  if (kernel_job.best_candidate_id.has_value()) {
+    KF_ASSIGN_OR_RETURN(CandidateRow current,
+                        store_.candidates().Get(*kernel_job.best_candidate_id));
+    best = current.speedup.value_or(0);
+  }
+  if (speedup <= best) return Status::Ok();
+  KF_RETURN_IF_ERROR(store_.kernel_jobs().SetBest(kernel_job.id, candidate_id).status());
+  KF_ASSIGN_OR_RETURN(CandidateRow candidate, store_.candidates().Get(candidate_id));
+  return Event(task.job_id, "kernel.best",
+               json{{"kernel", kernel_job.name},
+                    {"kernel_job", kernel_job.id},
+                    {"candidate", candidate_id},
+                    {"template", candidate.template_name},
+                    {"speedup", speedup},
+                    {"median_us", median_us},
+                    {"sol_fraction", kernel_job.sol_us / median_us}}
+                   .dump());
+}
+
+Status Conductor::MaybeFinishSearch(int64_t job_id) {
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
+  if (job.finished_us.has_value() || job.phase != kPhaseSearching) return Status::Ok();
+  KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels, store_.kernel_jobs().ListByJob(job_id));
+  for (const KernelJobRow& k : kernels) {
+    if (k.state == KernelJobState::kSearching || k.state == KernelJobState::kPending) {
+      return Status::Ok();
+    }
+  }
+  json summary = ParseObject(job.summary_json);
+  // Amdahl with what the search found: each winner's profiled speedup on its share.
+  const double model_us = summary.value("model_us", 0.0);
+  double saved_us = 0;
+  capnp::MallocMessageBuilder builder;
+  msg::VerifyRequest::Builder request = builder.initRoot<msg::ProfileRequest>().initVerify();
+  std::vector<std::pair<const KernelJobRow*, std::string>> winners;
+  for (const KernelJobRow& k : kernels) {
+    if (!k.best_candidate_id.has_value()) continue;
+    KF_ASSIGN_OR_RETURN(CandidateRow best, store_.candidates().Get(*k.best_candidate_id));
+    const double speedup = best.speedup.value_or(0);
+    if (speedup < options_.min_speedup || !best.source_hash.has_value()) continue;
+    saved_us += static_cast<double>(k.count) * k.baseline_us * (1 - 1 / speedup);
+    KF_ASSIGN_OR_RETURN(std::string source, store_.blobs().Get(*best.source_hash));
+    winners.push_back({&k, std::move(source)});
+  }
+  summary["projected_speedup"] =
+      model_us > saved_us && model_us > 0 ? model_us / (model_us - saved_us) : 1.0;
+  KF_RETURN_IF_ERROR(store_.jobs().SetSummary(job_id, summary.dump()));
+  if (winners.empty()) {
+    summary["verify_note"] = "no kernel beat the baseline by 2%: nothing to swap in";
+    KF_RETURN_IF_ERROR(store_.jobs().SetSummary(job_id, summary.dump()));
+    return FinishJob(job_id);
+  }
+  auto list = request.initKernels(static_cast<unsigned>(winners.size()));
+  for (size_t i = 0; i < winners.size(); ++i) {
+    msg::VerifyKernel::Builder out = list[static_cast<unsigned>(i)];
+    out.setSpecHash(winners[i].first->spec_hash);
+    out.setName(winners[i].first->name);
+    out.setSource(winners[i].second);
+    out.setSymbol(KernelSymbol(winners[i].first->id));
+  }
+  KF_ASSIGN_OR_RETURN(std::string model, ModelBytes(job));
+  request.setModel(kj::arrayPtr(reinterpret_cast<const kj::byte*>(model.data()), model.size()));
+  request.setReps(static_cast<uint32_t>(options_.model_reps));
+  request.setSeed(options_.seed);
+  KF_RETURN_IF_ERROR(store_.jobs().SetPhase(job_id, kPhaseVerifying).status());
+  KF_RETURN_IF_ERROR(Event(job_id, "job.phase",
+                           json{{"phase", kPhaseVerifying},
+                                {"kernels", winners.size()},
+                                {"projected_speedup", summary["projected_speedup"]}}
+                               .dump()));
+  return Enqueue(job, TaskKind::kProfile, std::nullopt, std::nullopt, msg::EncodePayload(builder),
+                 kModelBonus, kModelTimeoutMs, /*exclusive=*/true);
+}
+
+Status Conductor::OnVerified(const JobRow& job, const TaskRow& task) {
+  json summary = ParseObject(job.summary_json);
+  if (task.state != TaskState::kDone) {
+    summary["verify_note"] = "the end-to-end check did not run: " + OneLine(task.error);
+    KF_RETURN_IF_ERROR(store_.jobs().SetSummary(job.id, summary.dump()));
+    return FailJob(job.id, "end-to-end verification failed: " + OneLine(task.error));
+  }
+  KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::VerifyReply>(task.result));
+  Result<eval::ModelVerifyReport> report =
+      eval::ModelVerifyReportFromJson(Text(reply.root().getReportJson()));
+  if (!report.ok())
+    return FailJob(job.id, "reading the end-to-end report: " + report.status().message());
+  json verdicts = json::object();
+  int kept = 0;
+  for (const eval::KernelVerdict& v : report->kernels) {
+    verdicts[v.spec_hash] = {
+        {"kept", v.kept}, {"reason", v.reason}, {"occurrences", v.occurrences}};
+    if (v.kept) ++kept;
+  }
+  summary["verdicts"] = verdicts;
+  summary["measured_speedup"] = report->outputs_match && kept > 0 ? report->speedup : 1.0;
+  summary["baseline_ms"] = report->baseline_ms;
+  summary["swapped_ms"] = report->swapped_ms;
+  summary["verify_note"] =
+      kept == 0
+          ? std::string("every kernel was dropped by the end-to-end check")
+          : fmt::format("{} of {} kernels kept; outputs match the baseline (max error {:.2g})",
+                        kept, report->kernels.size(), report->max_error);
+  if (reply.root().getLibrary().size() > 0) {
+    KF_ASSIGN_OR_RETURN(std::string hash,
+                        store_.blobs().Put(DataString(reply.root().getLibrary())));
+    summary["library_blob"] = hash;
+    summary["header"] = Text(reply.root().getHeader());
+  }
+  KF_RETURN_IF_ERROR(store_.jobs().SetSummary(job.id, summary.dump()));
+  KF_RETURN_IF_ERROR(Event(job.id, "job.verified",
+                           json{{"measured_speedup", summary["measured_speedup"]},
+                                {"baseline_ms", report->baseline_ms},
+                                {"swapped_ms", report->swapped_ms},
+                                {"kept", kept}}
+                               .dump()));
+  return FinishJob(job.id);
+}
+
+Result<KernelProgress> Conductor::ProgressOf(int64_t kernel_job_id) {
+  KernelProgress progress;
+  KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
+                      store_.candidates().ListByKernelJob(kernel_job_id));
+  progress.candidates = static_cast<int64_t>(candidates.size());
+  for (const CandidateRow& c : candidates) {
+    if (c.state == CandidateState::kFailed) ++progress.failed;
+  }
+  KF_ASSIGN_OR_RETURN(int64_t spent_us,
+                      store_.tasks().KernelJobAttemptMicros(kernel_job_id, clock_.NowUs()));
+  progress.spent_ms = spent_us / 1000;
+  return progress;
+}
+
+Result<JobReport> Conductor::BuildReport(int64_t job_id) {
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
+  const json summary = ParseObject(job.summary_json);
+  JobReport report;
+  report.job_id = job.id;
+  report.name = job.name;
+  report.target = std::string(storage::Name(job.target));
+  report.device = summary.value("device", std::string());
+  report.state = std::string(storage::Name(job.state));
+  report.phase = job.phase;
+  report.error = job.error;
+  report.budget_s = static_cast<double>(job.budget_ms) / 1000;
+  const int64_t started_us = summary.value("search_started_us", int64_t{0});
+  if (started_us > 0) {
+    const int64_t end_us = job.finished_us.value_or(clock_.NowUs());
+    report.elapsed_s = static_cast<double>(end_us - started_us) / 1e6;
+  }
+  // After the end-to-end check, its own baseline run is the one the measured speedup divides.
+  report.baseline_model_ms = summary.contains("baseline_ms")
+                                 ? summary.value("baseline_ms", 0.0)
+                                 : summary.value("baseline_model_us", 0.0) / 1000;
+  report.projected_speedup = summary.value("projected_speedup", 1.0);
+  report.measured_speedup = summary.value("measured_speedup", 0.0);
+  report.swapped_model_ms = summary.value("swapped_ms", 0.0);
+  report.verify_note = summary.value("verify_note", std::string());
+  const json verdicts = summary.value("verdicts", json::object());
+
+  KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels, store_.kernel_jobs().ListByJob(job_id));
+  for (const KernelJobRow& k : kernels) {
+    ReportKernel out;
+    out.rank = k.rank + 1;
+    out.name = k.name;
+    out.family = k.family;
+    out.count = k.count;
+    out.share = k.share;
+    out.baseline_us = k.baseline_us;
+    out.sol_us = k.sol_us;
+    out.state = std::string(storage::Name(k.state));
+    out.note = k.note;
+    KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
+                        store_.candidates().ListByKernelJob(k.id));
+    out.candidates = static_cast<int64_t>(candidates.size());
+    std::vector<const CandidateRow*> profiled;
+    for (const CandidateRow& c : candidates) {
+      if (c.state == CandidateState::kFailed) ++out.failed;
+      if (c.state == CandidateState::kProfiled && c.speedup.has_value()) profiled.push_back(&c);
+    }
+    std::sort(profiled.begin(), profiled.end(), [](const CandidateRow* a, const CandidateRow* b) {
+      return a->updated_us < b->updated_us;
+    });
+    double best_so_far = 0;
+    for (const CandidateRow* c : profiled) {
+      if (*c->speedup <= best_so_far) continue;
+      best_so_far = *c->speedup;
+      out.progress.push_back({static_cast<double>(c->updated_us - started_us) / 1e6, best_so_far});
+    }
+    if (k.best_candidate_id.has_value()) {
+      KF_ASSIGN_OR_RETURN(CandidateRow best, store_.candidates().Get(*k.best_candidate_id));
+      out.template_name = best.template_name;
+      out.best_us = best.median_us.value_or(0);
+      out.speedup = best.speedup.value_or(0);
+      out.explanation = best.plan;
+      for (const auto& [name, value] : ParamsFromJson(best.params_json)) out.params[name] = value;
+      out.source_path = fmt::format("kernels/{:02d}-{}.cpp", out.rank, Slug(k.name));
+    }
+    if (verdicts.contains(k.spec_hash)) {
+      const json& v = verdicts[k.spec_hash];
+      out.verified = v.value("kept", false);
+      out.verify_note = v.value("reason", std::string());
+    }
+    report.kernels.push_back(std::move(out));
+  }
+  return report;
+}
+
+Result<std::vector<ExportedFile>> Conductor::Export(int64_t job_id) {
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
+  if (job.kind != storage::JobKind::kModel) {
+    return FailedPrecondition("job " + std::to_string(job_id) +
+                              " has no kernels to export: only model jobs produce kernels");
+  }
+  KF_ASSIGN_OR_RETURN(JobReport report, BuildReport(job_id));
+  std::vector<ExportedFile> files;
+  files.push_back({"report.md", RenderReportMarkdown(report)});
+  files.push_back({"speedup.svg", RenderSpeedupSvg(report)});
+  files.push_back({"progress.svg", RenderProgressSvg(report)});
+  KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels, store_.kernel_jobs().ListByJob(job_id));
+  json winners = json::array();
+  for (size_t i = 0; i < kernels.size(); ++i) {
+    const KernelJobRow& k = kernels[i];
+    const ReportKernel& r = report.kernels[i];
+    if (!k.best_candidate_id.has_value()) continue;
+    KF_ASSIGN_OR_RETURN(CandidateRow best, store_.candidates().Get(*k.best_candidate_id));
+    if (!best.source_hash.has_value()) continue;
+    KF_ASSIGN_OR_RETURN(std::string source, store_.blobs().Get(*best.source_hash));
+    files.push_back({r.source_path, std::move(source)});
+    winners.push_back({{"kernel", k.name},
+                       {"spec_hash", k.spec_hash},
+                       {"source", r.source_path},
+                       {"symbol", KernelSymbol(k.id)},
+                       {"template", best.template_name},
+                       {"params", ParseObject(best.params_json)},
+                       {"speedup", best.speedup.value_or(0)},
+                       {"median_us", best.median_us.value_or(0)},
+                       {"verified", r.verified}});
+  }
+  const json summary = ParseObject(job.summary_json);
+  if (summary.contains("library_blob")) {
+    KF_ASSIGN_OR_RETURN(std::string library,
+                        store_.blobs().Get(summary["library_blob"].get<std::string>()));
+    files.push_back({"lib/libkfleet_kernels.so", std::move(library)});
+    files.push_back({"include/kfleet_kernels.h", summary.value("header", std::string())});
+    files.push_back({"include/kfleet/kernel.h", std::string(eval::KernelAbiHeader())});
+  }
+  files.push_back({"kernels.json", json{{"job", job_id}, {"kernels", winners}}.dump(2) + "\n"});
+  return files;
+}
+
+}  // namespace kfleet::coordinator
