@@ -23,6 +23,8 @@ void RegisterJobCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags
 // kfleet diag echo
 void RegisterDiagCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
 
+// kfleet submit MODEL | export JOB DIR (a running coordinator) and kfleet run MODEL (embedded)
+void RegisterSearchCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
 // kfleet plan MODEL (no daemon needed)
 void RegisterPlanCommands(CLI::App& app);
 // kfleet calibrate cpu

@@ -133,9 +133,12 @@ std::string FormatClockTime(int64_t unix_us) {
 
 std::string_view BackendName(msg::Backend backend) {
   switch (backend) {
-    case msg::Backend::CPU: return "cpu";
-    case msg::Backend::CUDA: return "cuda";
-    case msg::Backend::HIP: return "hip";
+    case msg::Backend::CPU:
+      return "cpu";
+    case msg::Backend::CUDA:
+      return "cuda";
+    case msg::Backend::HIP:
+      return "hip";
   }
   return "unknown";
 }
@@ -263,7 +266,8 @@ json JobJson(msg::JobSummary::Reader job) {
             {"retries", progress.getRetries()}}},
           {"created_us", job.getCreatedUs()},
           {"updated_us", job.getUpdatedUs()},
-          {"error", Text(job.getError())}};
+          {"error", Text(job.getError())},
+          {"phase", Text(job.getPhase())}};
 }
 
 json NodeJson(msg::NodeInfo::Reader node) {
@@ -276,10 +280,24 @@ json NodeJson(msg::NodeInfo::Reader node) {
 }
 
 json KernelJson(msg::KernelJobSummary::Reader kernel) {
-  return {{"id", kernel.getId()},          {"name", Text(kernel.getName())},
-          {"count", kernel.getCount()},    {"baseline_us", kernel.getBaselineUs()},
-          {"sol_us", kernel.getSolUs()},   {"expected_saving_us", kernel.getExpectedSavingUs()},
-          {"best_us", kernel.getBestUs()}, {"state", Text(kernel.getState())}};
+  return {{"id", kernel.getId()},
+          {"name", Text(kernel.getName())},
+          {"count", kernel.getCount()},
+          {"baseline_us", kernel.getBaselineUs()},
+          {"sol_us", kernel.getSolUs()},
+          {"expected_saving_us", kernel.getExpectedSavingUs()},
+          {"best_us", kernel.getBestUs()},
+          {"state", Text(kernel.getState())},
+          {"family", Text(kernel.getFamily())},
+          {"share", kernel.getShare()},
+          {"speedup", kernel.getSpeedup()},
+          {"template", Text(kernel.getTemplate())},
+          {"candidates", kernel.getCandidates()},
+          {"failed_candidates", kernel.getFailedCandidates()},
+          {"budget_ms", kernel.getBudgetMs()},
+          {"spent_ms", kernel.getSpentMs()},
+          {"verified", kernel.getVerified()},
+          {"note", Text(kernel.getNote())}};
 }
 
 json EventJson(msg::Event::Reader event) {

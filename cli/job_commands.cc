@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/output.h"
+#include "cli/search_view.h"
 #include "common/clock.h"
 
 namespace kfleet::cli {
@@ -40,9 +41,9 @@ void ShowStatus(const ClientFlags& flags, bool as_json) {
   if (as_json) {
     nlohmann::json out = nlohmann::json::array();
     for (msg::JobSummary::Reader job : jobs) out.push_back(JobJson(job));
-    std::cout << nlohmann::json{{"jobs", std::move(out)}, {"coordinator", CountersJson(counters)}}
-                     .dump(2)
-              << "\n";
+    std::cout
+        << nlohmann::json{{"jobs", std::move(out)}, {"coordinator", CountersJson(counters)}}.dump(2)
+        << "\n";
     return;
   }
   const std::string footer = CountersLine(counters);
@@ -73,6 +74,20 @@ void ShowJob(const ClientFlags& flags, uint64_t job_id, bool as_json) {
   auto kernels = reply->root.getKernels();
   auto failures = reply->root.getAttemptFailures();
 
+  if (Text(job.getKind()) == "model") {
+    if (as_json) {
+      std::cout << ModelJobJson(reply->root).dump(2) << "\n";
+      return;
+    }
+    std::cout << "job " << job.getId() << ": " << Text(job.getName()) << " (model on "
+              << BackendName(job.getTarget()) << ")\n"
+              << FormatModelJob(reply->root);
+    if (failures.size() > 0) {
+      std::cout << "\nrecent attempt failures:\n";
+      for (capnp::Text::Reader failure : failures) std::cout << "  " << Text(failure) << "\n";
+    }
+    return;
+  }
   if (as_json) {
     nlohmann::json kernel_list = nlohmann::json::array();
     for (msg::KernelJobSummary::Reader kernel : kernels) kernel_list.push_back(KernelJson(kernel));

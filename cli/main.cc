@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   kfleet::cli::RegisterNodeCommands(app, client_flags);
   kfleet::cli::RegisterJobCommands(app, client_flags);
   kfleet::cli::RegisterDiagCommands(app, client_flags);
+  kfleet::cli::RegisterSearchCommands(app, client_flags);
   kfleet::cli::RegisterPlanCommands(app);
   kfleet::cli::RegisterCalibrateCommands(app);
   kfleet::cli::RegisterProfileCommands(app);
