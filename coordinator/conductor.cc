@@ -250,7 +250,7 @@ Status Conductor::Advance() {
     if (task.kernel_job_id.has_value()) touched_kernel_jobs_.insert(*task.kernel_job_id);
   }
 
-  // Wall-clock budgets: a job past its search time stops starting rounds.
+  // Wall-clock budgets: a job past its search time starts nothing new.
   const int64_t now = clock_.MonotonicUs();
   if (now >= next_timer_us_) {
     next_timer_us_ = now + options_.timer_interval_ms * 1000;
@@ -260,10 +260,13 @@ Status Conductor::Advance() {
       const json summary = ParseObject(job.summary_json);
       const int64_t started = summary.value("search_started_us", int64_t{0});
       if (clock_.NowUs() - started < job.budget_ms * 1000) continue;
+      // Work not started yet is dropped; what runs finishes, then each kernel job stops.
       KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels,
                           store_.kernel_jobs().ListByJob(job_id));
       for (const KernelJobRow& k : kernels) {
-        if (k.state == KernelJobState::kSearching) touched_kernel_jobs_.insert(k.id);
+        if (k.state != KernelJobState::kSearching) continue;
+        KF_RETURN_IF_ERROR(store_.tasks().CancelQueuedOfKernelJob(k.id).status());
+        touched_kernel_jobs_.insert(k.id);
       }
     }
   }

@@ -370,6 +370,16 @@ Result<bool> TaskRepo::HasOpenKernelJobTasks(int64_t kernel_job_id) {
   return stmt.Step();
 }
 
+Result<int64_t> TaskRepo::CancelQueuedOfKernelJob(int64_t kernel_job_id) {
+  KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
+    UPDATE tasks SET state = 'cancelled', updated_us = ?2, finished_us = ?2,
+                     error = 'the search time of its job ran out'
+    WHERE kernel_job_id = ?1 AND state = 'queued'
+  )sql"));
+  KF_RETURN_IF_ERROR(stmt.BindAll(kernel_job_id, clock_.NowUs()));
+  return stmt.Run();
+}
+
 Result<int64_t> TaskRepo::KernelJobAttemptMicros(int64_t kernel_job_id, int64_t now_us) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     SELECT coalesce(sum(max(coalesce(a.ended_us, ?2) - a.started_us, 0)), 0)

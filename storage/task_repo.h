@@ -133,6 +133,8 @@ class TaskRepo {
   [[nodiscard]] Result<bool> HasOpenTasks(int64_t job_id);
   // The same for one kernel job's tasks.
   [[nodiscard]] Result<bool> HasOpenKernelJobTasks(int64_t kernel_job_id);
+  // Cancels the kernel job's queued tasks (running ones finish); returns how many.
+  [[nodiscard]] Result<int64_t> CancelQueuedOfKernelJob(int64_t kernel_job_id);
   // Microseconds the attempts of a kernel job's tasks have run (finished attempts, plus running
   // ones up to `now_us`): what its search budget is charged.
   [[nodiscard]] Result<int64_t> KernelJobAttemptMicros(int64_t kernel_job_id, int64_t now_us);

@@ -276,5 +276,25 @@ TEST_F(ConductorTest, AFailedTestGoesBackToPlanWithItsStageAndTheSearchStopsWhen
   }
 }
 
+TEST_F(ConductorTest, WhenTheSearchTimeRunsOutQueuedWorkIsDroppedAndVerificationIsSkippedWithoutWinners) {
+  const int64_t job = Submit(/*budget_ms=*/10'000);
+  ProfileBaseline(job);
+  ASSERT_FALSE(Queued(job, TaskKind::kPlan).empty());
+  clock_.AdvanceMs(11'000);
+  ASSERT_TRUE(conductor_->Advance().ok());
+  EXPECT_TRUE(Queued(job, TaskKind::kPlan).empty()) << "queued plans are cancelled";
+  auto kernels = store_->kernel_jobs().ListByJob(job);
+  ASSERT_TRUE(kernels.ok());
+  for (const auto& k : *kernels) {
+    EXPECT_NE(k.state, storage::KernelJobState::kSearching) << k.name;
+    EXPECT_NE(k.note.find("ran out"), std::string::npos) << k.note;
+  }
+  // No kernel beat the baseline: the job ends without an end-to-end run, and says why.
+  auto finished = store_->jobs().Get(job);
+  ASSERT_TRUE(finished.ok());
+  EXPECT_EQ(finished->state, storage::JobState::kDone);
+  EXPECT_NE(finished->summary_json.find("nothing to swap in"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace kfleet::coordinator
