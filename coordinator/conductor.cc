@@ -137,6 +137,18 @@ Status Conductor::Event(int64_t job_id, std::string_view kind, const std::string
 Status Conductor::Enqueue(const JobRow& job, TaskKind kind, std::optional<int64_t> kernel_job_id,
                           std::optional<int64_t> candidate_id, std::string payload,
                           double priority_bonus, int64_t timeout_ms, bool exclusive) {
+  // Kernel jobs share the fleet: one that has spent more of its budget goes behind the others
+  // (by up to most of one priority step), so a kernel job with slow tests cannot starve the rest.
+  if (kernel_job_id.has_value()) {
+    KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(*kernel_job_id));
+    KF_ASSIGN_OR_RETURN(int64_t spent_us,
+                        store_.tasks().KernelJobAttemptMicros(*kernel_job_id, clock_.NowUs()));
+    if (kernel_job.budget_ms > 0) {
+      const double spent = static_cast<double>(spent_us) / 1000.0 /
+                           static_cast<double>(kernel_job.budget_ms);
+      priority_bonus -= 0.9 * std::min(1.0, spent);
+    }
+  }
   storage::NewTask task;
   task.job_id = job.id;
   task.kernel_job_id = kernel_job_id;
@@ -430,7 +442,13 @@ Status Conductor::StopKernelJob(const KernelJobRow& kernel_job, const std::strin
   std::string why = note;
   if (!kernel_job.best_candidate_id.has_value()) {
     state = KernelJobState::kFailed;
-    why = "no candidate passed the tests; " + note;
+    KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
+                        store_.candidates().ListByKernelJob(kernel_job.id));
+    const bool any_judged = std::any_of(candidates.begin(), candidates.end(), [](const auto& c) {
+      return c.state == CandidateState::kFailed || c.state == CandidateState::kPassed;
+    });
+    why = (any_judged ? "no candidate passed the tests; " : "no candidate was tested in time; ") +
+          note;
   }
   KF_RETURN_IF_ERROR(store_.kernel_jobs().Finish(kernel_job.id, state, why).status());
   touched_jobs_.insert(kernel_job.job_id);

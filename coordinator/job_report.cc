@@ -139,8 +139,12 @@ void AppendSummary(const JobReport& r, std::string* out) {
   const int64_t winners = std::count_if(r.kernels.begin(), r.kernels.end(), HasWinner);
   const int64_t verified = std::count_if(r.kernels.begin(), r.kernels.end(),
                                          [](const ReportKernel& k) { return k.verified; });
-  line("Kernels", fmt::format("{} searched, {} with a winner, {} kept by the end-to-end check",
-                              r.kernels.size(), winners, verified));
+  const int64_t searched = std::count_if(r.kernels.begin(), r.kernels.end(), [](const ReportKernel& k) {
+    return k.candidates > 0 || k.state == "searching";
+  });
+  line("Kernels", fmt::format("{} kernel jobs, {} searched, {} with a winner, {} kept by the "
+                              "end-to-end check",
+                              r.kernels.size(), searched, winners, verified));
 
   line("Projected end-to-end speedup",
        fmt::format("**{}** (Amdahl: each kernel's profiled speedup weighted by its share)",

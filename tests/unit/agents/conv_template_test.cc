@@ -18,15 +18,8 @@ using testing::Evaluator;
 using testing::ExpectRenderedKernelPasses;
 using testing::ModelSpecs;
 using testing::Spec;
+using testing::SpecFromFile;
 using testing::SpecFromText;
-
-std::unique_ptr<Spec> SpecFromFile(const std::string& file) {
-  const char* root = std::getenv("KFLEET_TEST_DATA");
-  const std::string path = std::string(root != nullptr ? root : "tests/data") + "/specs/" + file;
-  Result<std::string> text = ReadFile(path);
-  EXPECT_TRUE(text.ok()) << text.status().ToString();
-  return text.ok() ? SpecFromText(file, *text) : nullptr;
-}
 
 constexpr const char* k3x3BiasRelu = "conv_bias_relu_3x3_1x32x28x28.onnxtxt";
 constexpr const char* k1x1Residual = "conv_bias_add_relu_1x1_2x16x14x14.onnxtxt";

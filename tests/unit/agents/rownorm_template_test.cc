@@ -18,15 +18,8 @@ using testing::Evaluator;
 using testing::ExpectRenderedKernelPasses;
 using testing::ModelSpecs;
 using testing::Spec;
+using testing::SpecFromFile;
 using testing::SpecFromText;
-
-std::unique_ptr<Spec> SpecFromFile(const std::string& file) {
-  const char* root = std::getenv("KFLEET_TEST_DATA");
-  const std::string path = std::string(root != nullptr ? root : "tests/data") + "/specs/" + file;
-  Result<std::string> text = ReadFile(path);
-  EXPECT_TRUE(text.ok()) << text.status().ToString();
-  return text.ok() ? SpecFromText(file, *text) : nullptr;
-}
 
 const char* kRmsNorm = R"(<ir_version: 8, opset_import: ["" : 17]>
 rmsnorm (float[4,128,512] in0, float[512] in1) => (float[4,128,512] out0) {

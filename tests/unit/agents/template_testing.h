@@ -52,6 +52,15 @@ inline std::unique_ptr<Spec> SpecFromText(std::string name, const std::string& t
   return SpecFromBytes(std::move(name), std::move(*bytes));
 }
 
+// A hand-written spec from tests/data/specs.
+inline std::unique_ptr<Spec> SpecFromFile(const std::string& file) {
+  const char* root = std::getenv("KFLEET_TEST_DATA");
+  const std::string path = std::string(root != nullptr ? root : "tests/data") + "/specs/" + file;
+  Result<std::string> text = ReadFile(path);
+  EXPECT_TRUE(text.ok()) << text.status().ToString();
+  return text.ok() ? SpecFromText(file, *text) : nullptr;
+}
+
 inline std::string ModelPath(const std::string& file) {
   const char* root = std::getenv("KFLEET_TEST_DATA");
   return std::string(root != nullptr ? root : "tests/data") + "/models/" + file;
