@@ -144,8 +144,8 @@ Status Conductor::Enqueue(const JobRow& job, TaskKind kind, std::optional<int64_
     KF_ASSIGN_OR_RETURN(int64_t spent_us,
                         store_.tasks().KernelJobAttemptMicros(*kernel_job_id, clock_.NowUs()));
     if (kernel_job.budget_ms > 0) {
-      const double spent = static_cast<double>(spent_us) / 1000.0 /
-                           static_cast<double>(kernel_job.budget_ms);
+      const double spent =
+          static_cast<double>(spent_us) / 1000.0 / static_cast<double>(kernel_job.budget_ms);
       priority_bonus -= 0.9 * std::min(1.0, spent);
     }
   }

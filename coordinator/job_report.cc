@@ -139,9 +139,9 @@ void AppendSummary(const JobReport& r, std::string* out) {
   const int64_t winners = std::count_if(r.kernels.begin(), r.kernels.end(), HasWinner);
   const int64_t verified = std::count_if(r.kernels.begin(), r.kernels.end(),
                                          [](const ReportKernel& k) { return k.verified; });
-  const int64_t searched = std::count_if(r.kernels.begin(), r.kernels.end(), [](const ReportKernel& k) {
-    return k.candidates > 0 || k.state == "searching";
-  });
+  const int64_t searched = std::count_if(
+      r.kernels.begin(), r.kernels.end(),
+      [](const ReportKernel& k) { return k.candidates > 0 || k.state == "searching"; });
   line("Kernels", fmt::format("{} kernel jobs, {} searched, {} with a winner, {} kept by the "
                               "end-to-end check",
                               r.kernels.size(), searched, winners, verified));

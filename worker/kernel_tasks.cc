@@ -46,7 +46,6 @@ capnp::Data::Reader BytesData(std::string_view bytes) {
   return {reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()};
 }
 
-
 Result<planner::Graph> ImportSpec(capnp::Data::Reader spec_onnx) {
   if (spec_onnx.size() == 0) return InvalidArgument("the request carries no kernel spec");
   return planner::ImportOnnxBytes(DataView(spec_onnx), "kernel spec", "", {});
@@ -357,7 +356,6 @@ Result<std::string> RunKernelTask(std::string_view kind, std::string_view payloa
     return Internal(fmt::format("{}: {}", kind, e.what()));
   }
 }
-
 
 Result<agents::Params> ReadParams(capnp::List<msg::Param>::Reader params) {
   agents::Params out;

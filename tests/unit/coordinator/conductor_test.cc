@@ -276,7 +276,8 @@ TEST_F(ConductorTest, AFailedTestGoesBackToPlanWithItsStageAndTheSearchStopsWhen
   }
 }
 
-TEST_F(ConductorTest, WhenTheSearchTimeRunsOutQueuedWorkIsDroppedAndVerificationIsSkippedWithoutWinners) {
+TEST_F(ConductorTest,
+       WhenTheSearchTimeRunsOutQueuedWorkIsDroppedAndVerificationIsSkippedWithoutWinners) {
   const int64_t job = Submit(/*budget_ms=*/10'000);
   ProfileBaseline(job);
   ASSERT_FALSE(Queued(job, TaskKind::kPlan).empty());

@@ -318,7 +318,8 @@ TEST_F(KernelTasks, WorkerBinaryRunsAKernelTask) {
   }
   ASSERT_EQ(finished.size(), 1u);
   ASSERT_EQ(finished[0].outcome, msg::Outcome::OK) << finished[0].error;
-  Result<msg::Payload<msg::CodeReply>> reply = msg::DecodePayload<msg::CodeReply>(finished[0].output);
+  Result<msg::Payload<msg::CodeReply>> reply =
+      msg::DecodePayload<msg::CodeReply>(finished[0].output);
   ASSERT_TRUE(reply.ok()) << reply.status().ToString();
   EXPECT_NE(std::string(reply->root().getSource().cStr()).find("kf_kernel_run"), std::string::npos);
 }
