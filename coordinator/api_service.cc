@@ -411,12 +411,12 @@ Status ApiService::Show(const std::string& routing_id, msg::ShowRequest::Reader 
     out.setShare(kernels[i].share);
     out.setNote(kernels[i].note);
     out.setBudgetMs(static_cast<uint64_t>(kernels[i].budget_ms));
-    KF_ASSIGN_OR_RETURN(KernelProgress progress, conductor_.ProgressOf(kernels[i].id));
-    out.setCandidates(static_cast<uint32_t>(progress.candidates));
-    out.setFailedCandidates(static_cast<uint32_t>(progress.failed));
-    out.setSpentMs(static_cast<uint64_t>(progress.spent_ms));
+    // Only model jobs have kernel jobs, and BuildReport lists them in the same order.
     if (report.has_value() && i < report->kernels.size()) {
       const ReportKernel& r = report->kernels[i];
+      out.setCandidates(static_cast<uint32_t>(r.candidates));
+      out.setFailedCandidates(static_cast<uint32_t>(r.failed));
+      out.setSpentMs(static_cast<uint64_t>(r.spent_ms));
       out.setBestUs(r.best_us);
       out.setSpeedup(r.speedup);
       out.setTemplate(r.template_name);

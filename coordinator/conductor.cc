@@ -55,6 +55,10 @@ json ParseObject(const std::string& text) {
   return parsed.is_object() ? parsed : json::object();
 }
 
+capnp::Data::Reader DataOf(std::string_view bytes) {
+  return {reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()};
+}
+
 std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
 std::string DataString(capnp::Data::Reader data) {
@@ -196,8 +200,7 @@ Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
 
   capnp::MallocMessageBuilder builder;
   msg::ModelProfileRequest::Builder request = builder.initRoot<msg::ProfileRequest>().initModel();
-  request.setModel(kj::arrayPtr(reinterpret_cast<const kj::byte*>(submission.bytes.data()),
-                                submission.bytes.size()));
+  request.setModel(DataOf(submission.bytes));
   request.setReps(static_cast<uint32_t>(options_.model_reps));
   request.setSeed(options_.seed);
   KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kProfile, std::nullopt, std::nullopt,
@@ -518,8 +521,7 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
   for (int island = 0; island < options_.islands; ++island) {
     capnp::MallocMessageBuilder builder;
     msg::PlanRequest::Builder request = builder.initRoot<msg::PlanRequest>();
-    request.setSpecOnnx(kj::arrayPtr(reinterpret_cast<const kj::byte*>(kernel_job.spec.data()),
-                                     kernel_job.spec.size()));
+    request.setSpecOnnx(DataOf(kernel_job.spec));
     request.setIsland(static_cast<uint32_t>(island));
     request.setRound(static_cast<uint32_t>(round));
     request.setCount(static_cast<uint32_t>(options_.per_island));
@@ -596,8 +598,7 @@ Status Conductor::OnPlanned(const TaskRow& task) {
 
     capnp::MallocMessageBuilder builder;
     msg::CodeRequest::Builder code = builder.initRoot<msg::CodeRequest>();
-    code.setSpecOnnx(kj::arrayPtr(reinterpret_cast<const kj::byte*>(kernel_job.spec.data()),
-                                  kernel_job.spec.size()));
+    code.setSpecOnnx(DataOf(kernel_job.spec));
     code.setTemplate(template_name);
     code.setParams(proposal.getParams());
     KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kCode, kernel_job.id, candidate_id,
@@ -647,8 +648,7 @@ Status Conductor::OnCoded(const TaskRow& task) {
   KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(task.job_id));
   capnp::MallocMessageBuilder builder;
   msg::EvalRequest::Builder request = builder.initRoot<msg::EvalRequest>();
-  request.setSpecOnnx(kj::arrayPtr(reinterpret_cast<const kj::byte*>(kernel_job.spec.data()),
-                                   kernel_job.spec.size()));
+  request.setSpecOnnx(DataOf(kernel_job.spec));
   request.setSource(source);
   request.setCandidateId(static_cast<uint64_t>(candidate_id));
   request.setSeed(options_.seed + static_cast<uint64_t>(candidate_id));
@@ -762,7 +762,7 @@ Status Conductor::MaybeFinishSearch(int64_t job_id) {
     out.setSymbol(KernelSymbol(winners[i].first->id));
   }
   KF_ASSIGN_OR_RETURN(std::string model, ModelBytes(job));
-  request.setModel(kj::arrayPtr(reinterpret_cast<const kj::byte*>(model.data()), model.size()));
+  request.setModel(DataOf(model));
   request.setReps(static_cast<uint32_t>(options_.model_reps));
   request.setSeed(options_.seed);
   KF_RETURN_IF_ERROR(store_.jobs().SetPhase(job_id, kPhaseVerifying).status());
@@ -819,20 +819,6 @@ Status Conductor::OnVerified(const JobRow& job, const TaskRow& task) {
   return FinishJob(job.id);
 }
 
-Result<KernelProgress> Conductor::ProgressOf(int64_t kernel_job_id) {
-  KernelProgress progress;
-  KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
-                      store_.candidates().ListByKernelJob(kernel_job_id));
-  progress.candidates = static_cast<int64_t>(candidates.size());
-  for (const CandidateRow& c : candidates) {
-    if (c.state == CandidateState::kFailed) ++progress.failed;
-  }
-  KF_ASSIGN_OR_RETURN(int64_t spent_us,
-                      store_.tasks().KernelJobAttemptMicros(kernel_job_id, clock_.NowUs()));
-  progress.spent_ms = spent_us / 1000;
-  return progress;
-}
-
 Result<JobReport> Conductor::BuildReport(int64_t job_id) {
   KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
   const json summary = ParseObject(job.summary_json);
@@ -872,6 +858,9 @@ Result<JobReport> Conductor::BuildReport(int64_t job_id) {
     out.sol_us = k.sol_us;
     out.state = std::string(storage::Name(k.state));
     out.note = k.note;
+    KF_ASSIGN_OR_RETURN(int64_t spent_us,
+                        store_.tasks().KernelJobAttemptMicros(k.id, clock_.NowUs()));
+    out.spent_ms = spent_us / 1000;
     KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
                         store_.candidates().ListByKernelJob(k.id));
     out.candidates = static_cast<int64_t>(candidates.size());

@@ -58,13 +58,6 @@ struct ExportedFile {
   std::string data;
 };
 
-// Per kernel job, what the search has spent and tried (for `kfleet show`).
-struct KernelProgress {
-  int64_t candidates = 0;
-  int64_t failed = 0;
-  int64_t spent_ms = 0;
-};
-
 class Conductor final : public TaskEndObserver {
  public:
   Conductor(storage::Store& store, Scheduler& scheduler, Clock& clock,
@@ -84,7 +77,6 @@ class Conductor final : public TaskEndObserver {
   void JobCancelled(int64_t job_id);
 
   [[nodiscard]] Result<JobReport> BuildReport(int64_t job_id);
-  [[nodiscard]] Result<KernelProgress> ProgressOf(int64_t kernel_job_id);
   // report.md, the SVG plots, the winners' sources, the combined library and its header.
   [[nodiscard]] Result<std::vector<ExportedFile>> Export(int64_t job_id);
 

@@ -30,6 +30,7 @@ struct ReportKernel {
   double sol_us = 0;          // speed-of-light floor of one occurrence
   int64_t candidates = 0;     // tried (proposed, whatever became of them)
   int64_t failed = 0;         // of those, rejected by compile or a test stage
+  int64_t spent_ms = 0;       // task time spent so far
   std::string state;          // "searching", "done", "failed"
   std::string note;           // why it stopped ("reached 92% of speed-of-light", "plateau", ...)
   std::map<std::string, std::string> params;  // of the winner
