@@ -8,6 +8,13 @@ if(NOT KFLEET_CUDA STREQUAL "OFF")
   endif()
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
+    # Hopper machine code (sm_90a: wgmma, TMA) plus Ampere PTX the driver compiles for any newer
+    # or other card at load time.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES "80-virtual;90a-real")
+    endif()
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(KFLEET_HAVE_CUDA ON)
