@@ -1,11 +1,15 @@
 #include "eval/toolchain.h"
 
+#include <cxxabi.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -24,14 +28,15 @@ namespace fs = std::filesystem;
 
 // One cache entry, <cache>/<key>/, holds the compile's working directory as it was, so its
 // `command` can be rerun there by hand.
-constexpr const char* kSourceName = "kernel.cpp";
+constexpr const char* kCpuSourceName = "kernel.cpp";
+constexpr const char* kCudaSourceName = "kernel.cu";
 constexpr const char* kLibraryName = "kernel.so";
 constexpr const char* kLogName = "compile.log";
 // Present instead of kernel.so when the compiler rejected the source, so it is not recompiled.
 constexpr const char* kFailedMarkerName = "compile-failed";
 constexpr size_t kMaxLogBytes = size_t{16} << 20;
 
-// CMake passes OpenBLAS's directories and libraries colon-separated, as in PATH.
+// CMake passes OpenBLAS's and CUDA's directories and libraries colon-separated, as in PATH.
 std::vector<std::string> SplitColons(std::string_view text) {
   std::vector<std::string> parts;
   size_t begin = 0;
@@ -139,24 +144,27 @@ std::string LogTrailer(const ProcessResult& run, std::string_view compiler, int6
 // Relative paths, run inside the work directory: the command is the same for every compile and
 // can be rerun in the cache entry. Flags follow the source so that -l libraries still link when
 // the linker defaults to --as-needed.
-std::vector<std::string> CompileArgv(const std::string& compiler,
+std::vector<std::string> CompileArgv(const std::string& compiler, const std::string& source_name,
                                      const std::vector<std::string>& flags) {
-  std::vector<std::string> argv = {compiler, "-Iinclude", kSourceName, "-o", kLibraryName};
+  std::vector<std::string> argv = {compiler, "-Iinclude", source_name, "-o", kLibraryName};
   argv.insert(argv.end(), flags.begin(), flags.end());
   return argv;
 }
 
-class CpuToolchain final : public Toolchain {
+// The CPU and CUDA toolchains: they differ only in the source file's name and in how the
+// compiler's identity was found.
+class CachingToolchain final : public Toolchain {
  public:
-  CpuToolchain(std::string name, std::string identity, CompileOptions options,
-               ProcessRunner& runner)
+  CachingToolchain(std::string name, std::string identity, std::string source_name,
+                   CompileOptions options, ProcessRunner& runner)
       : name_(std::move(name)),
         identity_(std::move(identity)),
+        source_name_(std::move(source_name)),
         compiler_(std::move(options.compiler)),
         flags_(std::move(options.flags)),
         cache_dir_(std::move(options.cache_dir)),
         timeout_ms_(options.timeout_ms),
-        argv_(CompileArgv(compiler_, flags_)),
+        argv_(CompileArgv(compiler_, source_name_, flags_)),
         runner_(runner) {}
 
   std::string_view name() const override { return name_; }
@@ -174,7 +182,7 @@ class CpuToolchain final : public Toolchain {
 
     KF_RETURN_IF_ERROR(MakeDirs(cache_dir_).WithContext("kernel cache"));
     KF_ASSIGN_OR_RETURN(TempDir work, TempDir::Create("tmp", cache_dir_));
-    KF_RETURN_IF_ERROR(WriteFileAtomic(work.path() / kSourceName, source));
+    KF_RETURN_IF_ERROR(WriteFileAtomic(work.path() / source_name_, source));
     const fs::path header_dir = work.path() / "include" / "kfleet";
     KF_RETURN_IF_ERROR(MakeDirs(header_dir));
     KF_RETURN_IF_ERROR(WriteFileAtomic(header_dir / "kernel.h", KernelAbiHeader()));
@@ -190,6 +198,7 @@ class CpuToolchain final : public Toolchain {
     const ProcessResult& run = ran.value();
     kernel.seconds = static_cast<double>(run.wall_ms) / 1000.0;
     kernel.log = run.stdout_bytes + run.stderr_bytes + LogTrailer(run, compiler_, timeout_ms_);
+    kernel.resources = SummarizePtxasReport(kernel.log);
     // A timeout or a killed compiler says more about the machine's load than about the source.
     if (run.timed_out || run.term_signal != 0) {
       kernel.timed_out = run.timed_out;
@@ -251,11 +260,13 @@ class CpuToolchain final : public Toolchain {
     kernel->library = has_library ? entry / kLibraryName : fs::path();
     kernel->log_path = entry / kLogName;
     kernel->log = std::move(log).value();
+    kernel->resources = SummarizePtxasReport(kernel->log);
     return true;
   }
 
   const std::string name_;
   const std::string identity_;
+  const std::string source_name_;
   const std::string compiler_;
   const std::vector<std::string> flags_;
   const fs::path cache_dir_;
@@ -266,7 +277,120 @@ class CpuToolchain final : public Toolchain {
 
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
 
+// What every toolchain checks first; fills in the default cache dir.
+Status PrepareOptions(CompileOptions& options) {
+  if (options.compiler.empty()) return InvalidArgument("compile options: compiler is empty");
+  if (options.timeout_ms <= 0) {
+    return InvalidArgument("compile options: timeout_ms is " + std::to_string(options.timeout_ms) +
+                           "; it must be positive");
+  }
+  if (options.cache_dir.empty()) options.cache_dir = DefaultKernelCacheDir();
+  return Status::Ok();
+}
+
+// $KFLEET_CUDA_HOME: the GPU machine may keep CUDA where this build never looked.
+std::optional<fs::path> CudaHomeOverride() {
+  const char* home = std::getenv("KFLEET_CUDA_HOME");
+  if (home == nullptr || home[0] == '\0') return std::nullopt;
+  return fs::path(home);
+}
+
+// "13.0.88" from nvcc's "Cuda compilation tools, release 13.0, V13.0.88"; else the first line.
+std::string NvccVersion(const std::string& version_text) {
+  constexpr std::string_view kMarker = ", V";
+  const size_t at = version_text.find(kMarker);
+  if (at == std::string::npos) return FirstLine(version_text);
+  const size_t begin = at + kMarker.size();
+  return version_text.substr(begin, version_text.find_first_of(" \r\n", begin) - begin);
+}
+
+// The number written just before `unit` in `line` ("Used 40 registers" with " registers").
+std::optional<uint64_t> NumberBefore(std::string_view line, std::string_view unit) {
+  const size_t at = line.find(unit);
+  if (at == std::string_view::npos) return std::nullopt;
+  size_t begin = at;
+  while (begin > 0 && line[begin - 1] >= '0' && line[begin - 1] <= '9') --begin;
+  uint64_t number = 0;
+  if (std::from_chars(line.data() + begin, line.data() + at, number).ec != std::errc()) {
+    return std::nullopt;  // no digits, or too many
+  }
+  return number;
+}
+
+// "Scale<256>" for "_Z5ScaleILi256EEvPKfPfl" (demangled "void Scale<256>(float const*, ...)"):
+// no return type, no parameters. Names that do not demangle (extern "C") stay as they are.
+std::string ShortKernelName(const std::string& symbol) {
+  int status = 0;
+  const std::unique_ptr<char, decltype(&std::free)> demangled(
+      abi::__cxa_demangle(symbol.c_str(), nullptr, nullptr, &status), &std::free);
+  if (status != 0 || demangled == nullptr) return symbol;
+  std::string_view name = demangled.get();
+  // The parameter list is the parenthesized group the name ends with.
+  int depth = 0;
+  for (size_t i = name.size(); i > 0; --i) {
+    if (name[i - 1] == ')') ++depth;
+    if (name[i - 1] == '(' && --depth == 0) {
+      name = name.substr(0, i - 1);
+      break;
+    }
+  }
+  // A return type ("void " for templates) ends at the last space outside <> and ().
+  size_t start = 0;
+  depth = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '<' || name[i] == '(') ++depth;
+    if (name[i] == '>' || name[i] == ')') --depth;
+    if (name[i] == ' ' && depth == 0) start = i + 1;
+  }
+  return std::string(name.substr(start));
+}
+
 }  // namespace
+
+std::string SummarizePtxasReport(std::string_view log) {
+  struct Entry {
+    std::string symbol;
+    uint64_t registers = 0;
+    uint64_t spill_bytes = 0;
+    uint64_t smem_bytes = 0;
+  };
+  std::vector<Entry> entries;
+  // "Function properties for X" also describes device functions ptxas did not inline; only
+  // the entry's own stack line counts.
+  bool in_entry_properties = false;
+  size_t begin = 0;
+  while (begin < log.size()) {
+    const size_t end = std::min(log.find('\n', begin), log.size());
+    const std::string_view line = log.substr(begin, end - begin);
+    begin = end + 1;
+    constexpr std::string_view kEntry = "Compiling entry function '";
+    constexpr std::string_view kProperties = "Function properties for ";
+    if (const size_t entry_at = line.find(kEntry); entry_at != std::string_view::npos) {
+      const std::string_view rest = line.substr(entry_at + kEntry.size());
+      entries.push_back({std::string(rest.substr(0, rest.find('\''))), 0, 0, 0});
+      in_entry_properties = false;
+    } else if (entries.empty()) {
+      continue;
+    } else if (const size_t of_at = line.find(kProperties); of_at != std::string_view::npos) {
+      in_entry_properties = line.substr(of_at + kProperties.size()) == entries.back().symbol;
+    } else if (std::optional<uint64_t> stores = NumberBefore(line, " bytes spill stores")) {
+      if (in_entry_properties) {
+        entries.back().spill_bytes = *stores + NumberBefore(line, " bytes spill loads").value_or(0);
+      }
+    } else if (std::optional<uint64_t> registers = NumberBefore(line, " registers")) {
+      entries.back().registers = *registers;
+      entries.back().smem_bytes = NumberBefore(line, " bytes smem").value_or(0);
+    }
+  }
+  std::string summary;
+  for (const Entry& entry : entries) {
+    if (!summary.empty()) summary += "; ";
+    summary += ShortKernelName(entry.symbol) + ": " + std::to_string(entry.registers) +
+               " registers, " + std::to_string(entry.spill_bytes) + " spill bytes, " +
+               std::to_string(entry.smem_bytes) + " smem bytes";
+  }
+  return summary;
+}
 
 std::vector<std::string> DefaultCpuFlags() {
   std::vector<std::string> flags = {"-O3",     "-march=native", "-fopenmp",
@@ -307,12 +431,7 @@ fs::path DefaultKernelCacheDir() {
 std::string_view KernelAbiHeader() { return kKernelAbiHeader; }
 
 Result<std::unique_ptr<Toolchain>> MakeCpuToolchain(CompileOptions options, ProcessRunner& runner) {
-  if (options.compiler.empty()) return InvalidArgument("compile options: compiler is empty");
-  if (options.timeout_ms <= 0) {
-    return InvalidArgument("compile options: timeout_ms is " + std::to_string(options.timeout_ms) +
-                           "; it must be positive");
-  }
-  if (options.cache_dir.empty()) options.cache_dir = DefaultKernelCacheDir();
+  KF_RETURN_IF_ERROR(PrepareOptions(options));
 
   KF_ASSIGN_OR_RETURN(std::string version,
                       QueryCompiler(runner, {options.compiler, "--version"}, options.timeout_ms));
@@ -338,8 +457,87 @@ Result<std::unique_ptr<Toolchain>> MakeCpuToolchain(CompileOptions options, Proc
                         QueryCompiler(runner, native_query, options.timeout_ms));
     identity += "\n" + target;
   }
-  return std::unique_ptr<Toolchain>(
-      std::make_unique<CpuToolchain>(name, std::move(identity), std::move(options), runner));
+  return std::unique_ptr<Toolchain>(std::make_unique<CachingToolchain>(
+      name, std::move(identity), kCpuSourceName, std::move(options), runner));
+}
+
+std::vector<std::string> DefaultCudaFlags(std::string_view arch) {
+  std::vector<std::string> flags = {"-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC"};
+  // "sm_90" -> "90"; an arch that already names a variant ("sm_90a") is kept as it is.
+  const std::string_view number = arch.starts_with("sm_") ? arch.substr(3) : arch;
+  const std::string_view plain = number.substr(0, number.find_first_not_of("0123456789"));
+  int major_minor = 0;
+  if (plain.empty() ||
+      std::from_chars(plain.data(), plain.data() + plain.size(), major_minor).ec != std::errc()) {
+    // Not an arch this code knows how to spell: nvcc says what is wrong with it in the log.
+    flags.push_back("--gpu-architecture=" + std::string(arch));
+  } else {
+    // The 'a' variants exist from Hopper (9.0) on and unlock wgmma, TMA and setmaxnreg; their
+    // machine code runs on that arch alone, hence PTX of the plain arch for any later GPU.
+    const std::string variant =
+        std::string(number) + (number == plain && major_minor >= 90 ? "a" : "");
+    flags.insert(flags.end(),
+                 {"-gencode", "arch=compute_" + variant + ",code=sm_" + variant, "-gencode",
+                  "arch=compute_" + std::string(plain) + ",code=compute_" + std::string(plain)});
+  }
+  flags.insert(flags.end(), {"-Xptxas", "-v"});
+
+  const std::optional<fs::path> home = CudaHomeOverride();
+  std::vector<std::string> include_dirs = SplitColons(KFLEET_CUDA_INCLUDE_DIRS);
+  fs::path library_dir = KFLEET_CUDA_LIBRARY_DIR;
+  if (home) {
+    include_dirs = {(*home / "include").string()};
+    std::error_code ec;
+    library_dir = fs::is_directory(*home / "lib64", ec) ? *home / "lib64" : *home / "lib";
+  }
+  for (const std::string& dir : include_dirs) flags.push_back("-I" + dir);
+  // The shared runtime rather than nvcc's default static one: the candidate then shares the
+  // process's libcudart.so when one is loaded, and the library stays small.
+  flags.insert(flags.end(),
+               {"-L" + library_dir.string(), "-Xlinker", "-rpath=" + library_dir.string(),
+                "-lcublasLt", "-lcublas", "--cudart=shared"});
+  return flags;
+}
+
+CompileOptions CudaCompileOptions(std::string_view arch) {
+  CompileOptions options;
+  options.compiler = "nvcc";
+  options.flags = DefaultCudaFlags(arch);
+  return options;
+}
+
+Result<std::unique_ptr<Toolchain>> MakeCudaToolchain(CompileOptions options,
+                                                     ProcessRunner& runner) {
+  KF_RETURN_IF_ERROR(PrepareOptions(options));
+  std::vector<std::string> candidates = {options.compiler};
+  if (options.compiler.find('/') == std::string::npos) {
+    candidates.clear();
+    if (const std::optional<fs::path> home = CudaHomeOverride()) {
+      candidates.push_back((*home / "bin" / options.compiler).string());
+    }
+    candidates.push_back(options.compiler);  // searched in PATH
+    candidates.push_back((fs::path(KFLEET_CUDA_BIN_DIR) / options.compiler).string());
+  }
+  std::string tried;
+  for (const std::string& candidate : candidates) {
+    Result<std::string> version =
+        QueryCompiler(runner, {candidate, "--version"}, options.timeout_ms);
+    if (!version.ok() && version.status().code() == ErrorCode::kNotFound) {
+      tried += (tried.empty() ? "" : ", ") + candidate +
+               (candidate.find('/') == std::string::npos ? " in PATH" : "");
+      continue;
+    }
+    if (!version.ok()) return version.status();
+    options.compiler = candidate;
+    const std::string name =
+        fs::path(candidate).filename().string() + " " + NvccVersion(version.value());
+    // The whole --version text, build number included: nvcc ships no -march=native-like flag,
+    // so the version alone decides what machine code a source and flags become.
+    return std::unique_ptr<Toolchain>(std::make_unique<CachingToolchain>(
+        name, std::move(version).value(), kCudaSourceName, std::move(options), runner));
+  }
+  return NotFound("compiler '" + options.compiler + "' not found (tried " + tried +
+                  "; set KFLEET_CUDA_HOME to the CUDA toolkit)");
 }
 
 }  // namespace kfleet::eval
