@@ -12,6 +12,7 @@
 #include "cli/output.h"
 #include "common/files.h"
 #include "common/temp_dir.h"
+#include "eval/device.h"
 #include "eval/eval_config.h"
 #include "eval/launcher.h"
 #include "eval/toolchain.h"
@@ -26,6 +27,7 @@ struct EvalFlags {
   std::string spec;
   std::string source;
   std::string backend = "cpu";
+  int device = 0;
   std::string config;
   std::string cache_dir;
   uint64_t seed = 1;
@@ -49,10 +51,9 @@ Result<std::pair<double, std::string>> CpuFloor(const planner::Graph& spec) {
 }
 
 void RunEval(const EvalFlags& flags) {
-  if (flags.backend != "cpu") {
+  if (flags.backend != "cpu" && flags.backend != "cuda") {
     ExitOnError(InvalidArgument(fmt::format(
-        "--backend {}: only cpu can evaluate kernels so far; the CUDA and HIP harnesses come "
-        "with their backends",
+        "--backend {}: cpu and cuda can evaluate kernels; the HIP harness comes with its backend",
         flags.backend)));
   }
   Result<eval::EvalConfig> config = eval::LoadEvalConfig(flags.config);
@@ -87,14 +88,25 @@ void RunEval(const EvalFlags& flags) {
   harness.seed = flags.seed;
   harness.profile = !flags.no_profile;
   launch.threads = flags.threads;
-  Result<std::pair<double, std::string>> floor = CpuFloor(*spec);
-  ExitOnError(floor.status().WithContext("calibrating this CPU"));
-  harness.sol_us = floor->first;
-  launch.device = floor->second;
-
+  harness.backend = flags.backend;
+  harness.device = flags.device;
   eval::CompileOptions compile;
   if (!flags.cache_dir.empty()) compile.cache_dir = flags.cache_dir;
-  Result<std::unique_ptr<eval::Toolchain>> toolchain = eval::MakeCpuToolchain(compile);
+  Result<std::unique_ptr<eval::Toolchain>> toolchain = Internal("no toolchain chosen");
+  if (flags.backend == "cuda") {
+    Result<eval::CudaDeviceSummary> gpu = eval::DescribeCudaDevice(flags.device);
+    ExitOnError(gpu.status().WithContext(fmt::format("--backend cuda --device {}", flags.device)));
+    launch.device = gpu->description;
+    compile.compiler = "nvcc";
+    compile.flags = eval::DefaultCudaFlags(gpu->arch);
+    toolchain = eval::MakeCudaToolchain(compile);
+  } else {
+    Result<std::pair<double, std::string>> floor = CpuFloor(*spec);
+    ExitOnError(floor.status().WithContext("calibrating this CPU"));
+    harness.sol_us = floor->first;
+    launch.device = floor->second;
+    toolchain = eval::MakeCpuToolchain(compile);
+  }
   ExitOnError(toolchain.status());
   if (!flags.json) std::cerr << "evaluating " << flags.source << " on " << flags.spec << "...\n";
   Result<eval::EvalReport> report =
@@ -123,7 +135,10 @@ void RegisterEvalCommands(CLI::App& app) {
       ->required();
   cmd->add_option("--source", flags->source, "kernel source implementing kfleet/kernel.h")
       ->required();
-  cmd->add_option("--backend", flags->backend, "cpu (cuda and hip come with their backends)");
+  cmd->add_option("--backend", flags->backend,
+                  "cpu (host memory, CPU baseline) or cuda (a GPU: nvcc, CUDA baseline, CUDA "
+                  "events)");
+  cmd->add_option("--device", flags->device, "GPU index for --backend cuda (default 0)");
   cmd->add_option("--config", flags->config, "evaluation settings (see configs/eval.yaml)");
   cmd->add_option("--cache-dir", flags->cache_dir, "compile cache (default ~/.cache/kfleet)");
   cmd->add_option("--seed", flags->seed, "seed of every random input (a report can be replayed)");

@@ -9,6 +9,7 @@
 #include <functional>
 #include <random>
 
+#include "eval/device.h"
 #include "eval/spec_variants.h"
 #include "runtime/baseline.h"
 #include "runtime/feeds.h"
@@ -66,22 +67,6 @@ double Median(std::vector<double> samples) {
   return samples[samples.size() / 2];
 }
 
-// Evicts the kernel's data from every cache level before a timed call.
-class CacheFlusher {
- public:
-  explicit CacheFlusher(int64_t bytes) : buffer_(static_cast<size_t>(bytes), 1) {}
-  void Flush() {
-    auto* data = buffer_.data();
-    const auto n = static_cast<int64_t>(buffer_.size());
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += 64) data[i] = static_cast<unsigned char>(data[i] + 1);
-  }
-  int64_t bytes() const { return static_cast<int64_t>(buffer_.size()); }
-
- private:
-  std::vector<unsigned char> buffer_;
-};
-
 struct Trial {
   TrialResult result;
   std::vector<Tensor> outputs;
@@ -90,10 +75,11 @@ struct Trial {
 class Evaluator {
  public:
   Evaluator(std::string_view spec_onnx, const planner::Graph& spec, const KernelLibrary& kernel,
-            const HarnessOptions& options, CallObserver* observer)
+            EvalDevice& device, const HarnessOptions& options, CallObserver* observer)
       : spec_onnx_(spec_onnx),
         spec_(spec),
         kernel_(kernel),
+        device_(device),
         options_(options),
         observer_(observer),
         report_(EmptyReport()) {}
@@ -210,13 +196,12 @@ class Evaluator {
       trial.outputs.emplace_back(graph.values[v].dtype, graph.values[v].shape);
       Poison(trial.outputs.back());
     }
-    std::vector<Tensor*> in_ptrs;
-    std::vector<Tensor*> out_ptrs;
-    for (Tensor& t : inputs) in_ptrs.push_back(&t);
-    for (Tensor& t : trial.outputs) out_ptrs.push_back(&t);
     if (observer_ != nullptr) observer_->BeginCall(stage, label);
-    const int status = kernel_.Run(in_ptrs, out_ptrs);
+    bool fatal = false;
+    const Result<int> called = device_.Call(kernel_, inputs, trial.outputs, &fatal);
     if (observer_ != nullptr) observer_->EndCall();
+    if (!called.ok()) return fail(called.status().message());
+    const int status = *called;
     if (status != 0) return fail("kf_kernel_run returned " + KernelStatusName(status));
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Tensor& before = feeds.at(graph.inputs[i]);
@@ -375,11 +360,12 @@ class Evaluator {
     return true;
   }
 
-  // One thing being timed: its call (0 = success, else a kf_status) and its samples.
+  // One thing being timed and its samples.
   struct Timed {
-    std::function<int()> call;
+    TimedSubject* subject = nullptr;
     std::vector<double> samples_us;
     int status = 0;
+    Status error = Status::Ok();
   };
 
   static TimingStats Stats(std::vector<double> samples) {
@@ -393,28 +379,38 @@ class Evaluator {
     return stats;
   }
 
+  // One timed call of subject `i` (the candidate is watched by the observer); false when it
+  // failed, with its status or error kept.
+  bool TimeOne(Timed& t, bool candidate) {
+    if (candidate && observer_ != nullptr) observer_->BeginCall(Stage::kProfile, "timed call");
+    Result<double> us = t.subject->TimeOnce(&t.status);
+    if (candidate && observer_ != nullptr) observer_->EndCall();
+    if (!us.ok()) {
+      t.error = us.status();
+      return false;
+    }
+    if (t.status != 0) return false;
+    t.samples_us.push_back(*us);
+    return true;
+  }
+
   // Times the subjects in alternation (A, B, A, B, ...), each call after a cache flush, so that
   // whatever else the machine does affects them alike. Stops when every median moved less than
   // 0.5% over the last min_reps repetitions, at max_reps, or when the budget (per subject) is
   // spent. Returns the index of a subject whose call failed, or -1.
-  int TimeInterleaved(std::vector<Timed*> subjects, CacheFlusher& flusher) {
+  int TimeInterleaved(std::vector<Timed*> subjects) {
     for (size_t i = 0; i < subjects.size(); ++i) {
       for (int warm = 0; warm < 2; ++warm) {
-        subjects[i]->status = subjects[i]->call();
-        if (subjects[i]->status != 0) return static_cast<int>(i);
+        if (!TimeOne(*subjects[i], i == 0)) return static_cast<int>(i);
       }
+      subjects[i]->samples_us.clear();
     }
     const Clock::time_point start = Clock::now();
     const double budget_s = options_.profile_budget_s * static_cast<double>(subjects.size());
     std::vector<double> previous(subjects.size(), 0.0);
     for (int n = 1;; ++n) {
       for (size_t i = 0; i < subjects.size(); ++i) {
-        flusher.Flush();
-        const Clock::time_point t0 = Clock::now();
-        subjects[i]->status = subjects[i]->call();
-        const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-        if (subjects[i]->status != 0) return static_cast<int>(i);
-        subjects[i]->samples_us.push_back(us);
+        if (!TimeOne(*subjects[i], i == 0)) return static_cast<int>(i);
       }
       if (n >= options_.max_reps) break;
       if (n < options_.min_reps) continue;
@@ -434,54 +430,59 @@ class Evaluator {
   bool Profile() {
     ProfileResult& p = report_.profile.emplace();
     p.sol_us = options_.sol_us;
-    const uint64_t seed = NextSeed();
-    Result<TensorMap> feeds = Feeds(spec_, seed, Distribution::kNormal, 1.0);
-    if (!FeedsOrFail(Stage::kProfile, feeds)) return false;
-    CacheFlusher flusher(options_.flush_bytes > 0 ? options_.flush_bytes : DefaultFlushBytes());
-    p.flush_bytes = flusher.bytes();
-
-    std::vector<Tensor> inputs;
+    p.flush_bytes = device_.flush_bytes();
+    // On a GPU the inputs rotate over several sets, so no call finds the previous call's data
+    // in a cache the flush missed; host memory keeps one set (a model's weights can be large).
+    const int sets = device_.backend() == "cpu" ? 1 : 3;
+    std::vector<TensorMap> feed_sets;
+    std::vector<std::vector<Tensor>> input_sets;
+    for (int s = 0; s < sets; ++s) {
+      Result<TensorMap> feeds = Feeds(spec_, NextSeed(), Distribution::kNormal, 1.0);
+      if (!FeedsOrFail(Stage::kProfile, feeds)) return false;
+      std::vector<Tensor>& inputs = input_sets.emplace_back();
+      for (int v : spec_.inputs) inputs.push_back(feeds->at(v));
+      feed_sets.push_back(std::move(*feeds));
+    }
     std::vector<Tensor> outputs;
-    for (int v : spec_.inputs) inputs.push_back(feeds->at(v));
     for (int v : spec_.outputs) outputs.emplace_back(spec_.values[v].dtype, spec_.values[v].shape);
-    std::vector<Tensor*> in_ptrs;
-    std::vector<Tensor*> out_ptrs;
-    for (Tensor& t : inputs) in_ptrs.push_back(&t);
-    for (Tensor& t : outputs) out_ptrs.push_back(&t);
-    Result<std::unique_ptr<runtime::BaselineExecutor>> baseline =
-        runtime::BaselineExecutor::Create(spec_);
-    if (!baseline.ok()) {
-      report_.Fail(Stage::kProfile,
-                   "the baseline executor cannot run this spec: " + baseline.status().message());
+    Result<std::unique_ptr<TimedSubject>> candidate_subject =
+        device_.TimedKernel(kernel_, input_sets, outputs);
+    if (!candidate_subject.ok()) {
+      report_.Fail(Stage::kProfile, "could not prepare the candidate for timing: " +
+                                        candidate_subject.status().message());
       return false;
     }
-    TensorMap baseline_out;
-    Status baseline_status = Status::Ok();
+    Result<std::unique_ptr<TimedSubject>> baseline_subject =
+        device_.TimedBaseline(spec_, feed_sets);
+    if (!baseline_subject.ok()) {
+      report_.Fail(Stage::kProfile, "the baseline executor cannot run this spec: " +
+                                        baseline_subject.status().message());
+      return false;
+    }
     Timed candidate;
-    candidate.call = [&]() {
-      if (observer_ != nullptr) observer_->BeginCall(Stage::kProfile, "timed call");
-      const int status = kernel_.Run(in_ptrs, out_ptrs);
-      if (observer_ != nullptr) observer_->EndCall();
-      return status;
-    };
+    candidate.subject = candidate_subject->get();
     Timed base;
-    base.call = [&]() {
-      baseline_status = (*baseline)->Run(*feeds, &baseline_out);
-      return baseline_status.ok() ? 0 : 1;
-    };
-    const int failed = TimeInterleaved({&candidate, &base}, flusher);
+    base.subject = baseline_subject->get();
+    const int failed = TimeInterleaved({&candidate, &base});
     if (failed == 0) {
-      report_.Fail(Stage::kProfile, "kf_kernel_run returned " + KernelStatusName(candidate.status) +
-                                        " while being timed");
+      report_.Fail(Stage::kProfile, candidate.error.ok()
+                                        ? "kf_kernel_run returned " +
+                                              KernelStatusName(candidate.status) +
+                                              " while being timed"
+                                        : candidate.error.message() + " while being timed");
       return false;
     }
     if (failed == 1) {
-      report_.Fail(Stage::kProfile, "the baseline executor failed: " + baseline_status.message());
+      report_.Fail(Stage::kProfile, "the baseline executor failed: " + base.error.message());
       return false;
     }
     p.candidate = Stats(candidate.samples_us);
     p.baseline = Stats(base.samples_us);
-    p.baseline_check = CheckBaseline(*feeds, baseline_out);
+    TensorMap baseline_out;
+    size_t set = 0;
+    const Status fetched = base.subject->LastOutputs(&baseline_out, &set);
+    p.baseline_check = fetched.ok() ? CheckBaseline(feed_sets.at(set), baseline_out)
+                                    : "could not read the baseline's outputs: " + fetched.message();
     p.speedup = p.baseline.median_us / std::max(p.candidate.median_us, 1e-3);
     if (p.sol_us > 0) p.sol_fraction = p.sol_us / std::max(p.candidate.median_us, 1e-3);
 
@@ -553,6 +554,7 @@ class Evaluator {
   std::string_view spec_onnx_;
   const planner::Graph& spec_;
   const KernelLibrary& kernel_;
+  EvalDevice& device_;
   const HarnessOptions& options_;
   CallObserver* observer_;
   EvalReport report_;
@@ -599,7 +601,20 @@ int64_t DefaultFlushBytes() {
 EvalReport EvaluateKernel(std::string_view spec_onnx, const planner::Graph& spec,
                           const KernelLibrary& kernel, const HarnessOptions& options,
                           CallObserver* observer) {
-  return Evaluator(spec_onnx, spec, kernel, options, observer).Run();
+  Result<std::unique_ptr<EvalDevice>> device =
+      MakeEvalDevice(options.backend, options.device, options.flush_bytes);
+  if (!device.ok()) {
+    EvalReport report = EmptyReport();
+    report.seed = options.seed;
+    report.StageFor(Stage::kCompile).ran = true;
+    report.StageFor(Stage::kCompile).passed = true;
+    report.Fail(Stage::kLoad, "the device cannot be used: " + device.status().message());
+    report.passed = false;
+    return report;
+  }
+  EvalReport report = Evaluator(spec_onnx, spec, kernel, **device, options, observer).Run();
+  report.device = (*device)->Describe();
+  return report;
 }
 
 }  // namespace kfleet::eval

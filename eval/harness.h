@@ -14,6 +14,10 @@
 namespace kfleet::eval {
 
 struct HarnessOptions {
+  // Where the candidate runs: "cpu" (host memory, the CPU baseline) or "cuda" (device `device`'s
+  // memory, the CUDA baseline, CUDA-event timing). See eval/device.h.
+  std::string backend = "cpu";
+  int device = 0;
   uint64_t seed = 1;
   int smoke_trials = 3;
   int max_sweep_shapes = 8;
@@ -26,7 +30,7 @@ struct HarnessOptions {
   double profile_budget_s = 2.0;
   int min_reps = 10;
   int max_reps = 2000;
-  int64_t flush_bytes = 0;  // 0: twice the last-level cache
+  int64_t flush_bytes = 0;  // 0: twice the last-level cache (the L2 on a GPU)
   double sol_us = 0;        // speed-of-light floor of the profiled shape; 0 when unknown
   double suspicious_speedup = 20.0;
   // Inputs are multiplied by these in the stability stage ("very large" / "very small").

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/files.h"
+#include "eval/device.h"
 #include "eval/harness.h"
 #include "eval/harness_protocol.h"
 #include "eval/kernel_library.h"
@@ -114,8 +115,16 @@ int Main(int argc, char** argv) {
   int64_t call_timeout_ms = 10'000;
   bool no_profile = false;
   bool no_tests = false;
-  app.add_option("--spec", spec_path, "kernel spec (standalone ONNX)")->required();
-  app.add_option("--library", library_path, "compiled candidate (.so)")->required();
+  app.add_option("--spec", spec_path, "kernel spec (standalone ONNX)");
+  app.add_option("--library", library_path, "compiled candidate (.so)");
+  app.add_option("--backend", options.backend, "where the kernel runs: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", options.device, "GPU index for --backend cuda");
+  app.add_option("--flush-bytes", options.flush_bytes,
+                 "bytes written to evict caches before each timed call (0: twice the LLC / L2)");
+  bool check_device = false;
+  app.add_flag("--check-device", check_device,
+               "only check that the --backend device works (runs a probe kernel), exit 0 if so");
   app.add_option("--seed", options.seed, "seed of every random input");
   app.add_option("--sol-us", options.sol_us, "speed-of-light floor of the profiled shape");
   app.add_option("--profile-budget-s", options.profile_budget_s,
@@ -143,6 +152,15 @@ int Main(int argc, char** argv) {
   }
   options.profile = !no_profile;
   options.tests = !no_tests;
+  if (check_device) {
+    const Status healthy = CheckDevice(options.backend, options.device);
+    if (!healthy.ok()) std::cerr << "kfleet-harness: " << healthy.message() << "\n";
+    return healthy.ok() ? 0 : kHarnessFailedExitCode;
+  }
+  if (spec_path.empty() || library_path.empty()) {
+    std::cerr << "kfleet-harness: --spec and --library are required\n";
+    return kHarnessUsageExitCode;
+  }
 
   Result<std::string> spec_bytes = ReadFile(spec_path);
   if (!spec_bytes.ok()) {
@@ -155,6 +173,11 @@ int Main(int argc, char** argv) {
     return kHarnessUsageExitCode;
   }
   std::set_new_handler(OnAllocationFailure);
+  // The GPU runtime starts before the sandbox and the candidate's code.
+  if (Status backend = InitializeBackend(options.backend, options.device); !backend.ok()) {
+    std::cerr << "kfleet-harness: " << backend.message() << "\n";
+    return kHarnessUsageExitCode;
+  }
   Watchdog watchdog(call_timeout_ms);
   watchdog.Enter(Stage::kLoad);
   // From here on nothing may open a network socket, start a process or run a program: the

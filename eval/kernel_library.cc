@@ -34,22 +34,32 @@ KernelLibrary::~KernelLibrary() { dlclose(handle_); }
 
 int KernelLibrary::Run(const std::vector<runtime::Tensor*>& inputs,
                        const std::vector<runtime::Tensor*>& outputs, void* stream) const {
+  auto arg = [](runtime::Tensor* t) { return KernelArg{t->data(), t->dtype(), &t->shape()}; };
+  std::vector<KernelArg> in;
+  std::vector<KernelArg> out;
+  for (runtime::Tensor* t : inputs) in.push_back(arg(t));
+  for (runtime::Tensor* t : outputs) out.push_back(arg(t));
+  return Run(in, out, stream);
+}
+
+int KernelLibrary::Run(const std::vector<KernelArg>& inputs, const std::vector<KernelArg>& outputs,
+                       void* stream) const {
   std::vector<runtime::Shape> strides;
   strides.reserve(inputs.size() + outputs.size());
-  auto view = [&](runtime::Tensor* t) {
-    strides.push_back(runtime::ContiguousStrides(t->shape()));
+  auto view = [&](const KernelArg& a) {
+    strides.push_back(runtime::ContiguousStrides(*a.shape));
     kf_tensor v;
-    v.data = t->data();
-    v.dtype = static_cast<int32_t>(t->dtype());
-    v.ndim = static_cast<int32_t>(t->shape().size());
-    v.shape = t->shape().data();
+    v.data = a.data;
+    v.dtype = static_cast<int32_t>(a.dtype);
+    v.ndim = static_cast<int32_t>(a.shape->size());
+    v.shape = a.shape->data();
     v.strides = strides.back().data();
     return v;
   };
   std::vector<kf_tensor> in;
   std::vector<kf_tensor> out;
-  for (runtime::Tensor* t : inputs) in.push_back(view(t));
-  for (runtime::Tensor* t : outputs) out.push_back(view(t));
+  for (const KernelArg& a : inputs) in.push_back(view(a));
+  for (const KernelArg& a : outputs) out.push_back(view(a));
   return entry_(in.data(), static_cast<int32_t>(in.size()), out.data(),
                 static_cast<int32_t>(out.size()), stream);
 }

@@ -63,8 +63,9 @@ std::vector<std::string> ChildEnvironment(const std::filesystem::path& home, int
   // here too, so the harness times kernels the way `kfleet profile` and the calibration ran.
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string_view var(*entry);
-    const bool tuning =
-        StartsWith(var, "OPENBLAS_") || StartsWith(var, "OMP_") || StartsWith(var, "GOMP_");
+    // CUDA_VISIBLE_DEVICES too: the worker's device numbers must mean the same cards here.
+    const bool tuning = StartsWith(var, "OPENBLAS_") || StartsWith(var, "OMP_") ||
+                        StartsWith(var, "GOMP_") || StartsWith(var, "CUDA_VISIBLE_DEVICES=");
     if (tuning && !StartsWith(var, "OPENBLAS_NUM_THREADS=") &&
         !StartsWith(var, "OMP_NUM_THREADS=")) {
       env.emplace_back(var);
@@ -203,6 +204,9 @@ Result<EvalReport> EvaluateLibrary(const std::filesystem::path& spec_path,
                fmt::format("{}", harness.small_scale),
                "--suspicious-speedup",
                fmt::format("{}", harness.suspicious_speedup)};
+  spec.argv.insert(spec.argv.end(),
+                   {"--backend", harness.backend, "--device", std::to_string(harness.device),
+                    "--flush-bytes", std::to_string(harness.flush_bytes)});
   if (!harness.profile) spec.argv.push_back("--no-profile");
   if (!harness.tests) spec.argv.push_back("--no-tests");
   spec.cwd = work.path();
@@ -210,7 +214,9 @@ Result<EvalReport> EvaluateLibrary(const std::filesystem::path& spec_path,
   spec.env = ChildEnvironment(work.path(), launch.threads);
   spec.timeout_ms = launch.timeout_ms;
   spec.max_output_bytes = size_t{16} << 20;
-  spec.limits.address_space_bytes = launch.memory_limit_bytes;
+  // The CUDA driver reserves address space far beyond what it uses (unified addressing), so a
+  // GPU evaluation is not limited there; its device memory is bounded by the card.
+  spec.limits.address_space_bytes = harness.backend == "cpu" ? launch.memory_limit_bytes : 0;
   spec.limits.file_size_bytes = launch.file_size_limit_bytes;
   spec.limits.open_files = launch.open_files_limit;
   const int threads =
@@ -248,7 +254,7 @@ Result<EvalReport> EvaluateLibrary(const std::filesystem::path& spec_path,
     if (!harness.tests) MarkTestStagesSkipped(report);
   }
   report.spec = spec_path.string();
-  report.device = launch.device;
+  if (!launch.device.empty() || report.device.empty()) report.device = launch.device;
   report.seed = harness.seed;
   report.compile = compile;
   return report;
