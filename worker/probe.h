@@ -33,6 +33,8 @@ struct GpuInfo {
   uint32_t compute_units = 0;     // SMs or CUs; 0 when the source does not say
   uint32_t clock_mhz = 0;         // peak core clock
   uint32_t memory_clock_mhz = 0;  // peak memory clock; 0 when the source does not say
+  uint64_t l2_bytes = 0;          // L2 cache size; 0 when the source does not say (nvidia-smi)
+  uint32_t memory_bus_bits = 0;   // global memory bus width; 0 when the source does not say
   std::string driver_version;     // "580.95.05" (NVIDIA), ROCk module version (AMD)
 };
 

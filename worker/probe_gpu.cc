@@ -70,6 +70,8 @@ constexpr CuResult kCudaErrorNoDevice = 100;
 constexpr int kAttrClockRateKhz = 13;
 constexpr int kAttrMultiprocessorCount = 16;
 constexpr int kAttrMemoryClockRateKhz = 36;
+constexpr int kAttrGlobalMemoryBusWidthBits = 37;
+constexpr int kAttrL2CacheSizeBytes = 38;
 constexpr int kAttrComputeCapabilityMajor = 75;
 constexpr int kAttrComputeCapabilityMinor = 76;
 
@@ -186,6 +188,9 @@ Result<GpuInfo> DescribeCudaDevice(const CudaDriverApi& api, uint32_t ordinal,
   gpu.clock_mhz = CudaAttribute(api, device, kAttrClockRateKhz, "clock", ordinal, notes) / 1000;
   gpu.memory_clock_mhz =
       CudaAttribute(api, device, kAttrMemoryClockRateKhz, "memory clock", ordinal, notes) / 1000;
+  gpu.l2_bytes = CudaAttribute(api, device, kAttrL2CacheSizeBytes, "L2 size", ordinal, notes);
+  gpu.memory_bus_bits =
+      CudaAttribute(api, device, kAttrGlobalMemoryBusWidthBits, "memory bus width", ordinal, notes);
   return gpu;
 }
 

@@ -31,6 +31,8 @@ nlohmann::ordered_json ToJson(const NodeProbe& probe) {
                             {"compute_units", gpu.compute_units},
                             {"clock_mhz", gpu.clock_mhz},
                             {"memory_clock_mhz", gpu.memory_clock_mhz},
+                            {"l2_bytes", gpu.l2_bytes},
+                            {"memory_bus_bits", gpu.memory_bus_bits},
                             {"driver_version", gpu.driver_version}});
   }
   json["toolchains"] = nlohmann::ordered_json::array();
@@ -60,7 +62,8 @@ void PrintText(const NodeProbe& probe) {
     std::cout << "gpu " << gpu.index << (gpu.index < 10 ? "      " : "     ") << gpu.backend << " "
               << gpu.name << ", " << gpu.arch << ", " << GiB(gpu.memory_bytes) << ", "
               << gpu.compute_units << " CUs/SMs, " << gpu.clock_mhz << " / " << gpu.memory_clock_mhz
-              << " MHz, driver " << gpu.driver_version << "\n";
+              << " MHz, " << (gpu.l2_bytes >> 20) << " MiB L2, " << gpu.memory_bus_bits
+              << "-bit bus, driver " << gpu.driver_version << "\n";
   }
   for (const auto& toolchain : probe.toolchains) {
     std::cout << "toolchain  " << toolchain.name << " " << toolchain.version << " ("

@@ -158,6 +158,8 @@ TEST(ParseNvidiaSmiCsvTest, OneH200) {
   EXPECT_EQ(gpus[0].compute_units, 0u);  // nvidia-smi does not report SMs
   EXPECT_EQ(gpus[0].clock_mhz, 1980u);
   EXPECT_EQ(gpus[0].memory_clock_mhz, 3201u);
+  EXPECT_EQ(gpus[0].l2_bytes, 0u);  // nor L2 size and bus width: the driver API does
+  EXPECT_EQ(gpus[0].memory_bus_bits, 0u);
   EXPECT_EQ(gpus[0].driver_version, "580.159.04");
 }
 
@@ -524,6 +526,8 @@ TEST(ProbeNodeLiveTest, FindsEveryNvidiaGpuTheDriverReports) {
     EXPECT_EQ(found[i].arch, expected[i].arch) << found[i].name;
     EXPECT_EQ(found[i].arch.rfind("sm_", 0), 0u) << found[i].arch;
     EXPECT_GT(found[i].compute_units, 0u) << "the driver API reports SM counts";
+    EXPECT_GE(found[i].l2_bytes, uint64_t{1} << 20) << "and L2 sizes";
+    EXPECT_GE(found[i].memory_bus_bits, 64u) << "and memory bus widths";
     EXPECT_GT(found[i].memory_bytes, uint64_t{1} << 30);
     EXPECT_NE(found[i].name.find("NVIDIA"), std::string::npos) << found[i].name;
   }
