@@ -183,6 +183,8 @@ void RegisterBenchCommands(CLI::App& app) {
       ->capture_default_str();
   dispatch->add_flag("--json", dispatch_flags->json, "Print JSON instead of a table");
   dispatch->callback([dispatch_flags] { RunDispatchBenchCommand(*dispatch_flags); });
+
+  RegisterBaselineBench(*bench);
 }
 
 }  // namespace kfleet::cli

@@ -16,6 +16,8 @@ std::shared_ptr<const ClientFlags> AddClientFlags(CLI::App& app);
 Client ConnectOrExit(const ClientFlags& flags);
 
 void RegisterBenchCommands(CLI::App& app);
+// `kfleet bench baseline` (baseline_bench_commands.cc), under `bench`.
+void RegisterBaselineBench(CLI::App& bench);
 // kfleet nodes [invite|drain|remove|revoke NAME]
 void RegisterNodeCommands(CLI::App& app, std::shared_ptr<const ClientFlags> flags);
 // kfleet status | show JOB | cancel JOB | watch JOB
