@@ -884,6 +884,15 @@ Result<onnx::ModelProto> ParseOnnxText(std::string_view text) {
 
 }  // namespace
 
+Result<std::optional<DType>> ParseComputeDtype(std::string_view text) {
+  if (text.empty()) return std::optional<DType>();
+  Result<DType> dtype = ParseDType(text);
+  if (!dtype.ok()) return dtype.status().WithContext("--dtype");
+  if (!IsFloat(*dtype))
+    return InvalidArgument("--dtype must be a floating type: fp32, fp16 or bf16");
+  return std::optional<DType>(*dtype);
+}
+
 Result<Graph> ImportOnnxText(std::string_view text, const ImportOptions& options) {
   KF_ASSIGN_OR_RETURN(onnx::ModelProto model, ParseOnnxText(text));
   return ImportModel(model, kTextDisplayName, "", options);

@@ -23,6 +23,10 @@ struct ImportOptions {
   int64_t max_fold_elements = 1 << 16;
 };
 
+// A `--dtype` value: empty means as exported (nullopt); otherwise a floating dtype ("fp32",
+// "fp16", "bf16", or another spelling ParseDType accepts).
+Result<std::optional<DType>> ParseComputeDtype(std::string_view text);
+
 // Reads MODEL.onnx; external data is resolved relative to the model's directory. Every error is
 // one line that starts with the file name: "m.onnx: node 'x' (Reshape): ...".
 Result<Graph> ImportOnnxFile(const std::string& path, const ImportOptions& options);

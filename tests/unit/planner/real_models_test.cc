@@ -8,6 +8,7 @@
 #include <string>
 
 #include "planner/cost_model.h"
+#include "planner/onnx_import.h"
 #include "planner/plan.h"
 
 namespace kfleet::planner {
@@ -141,6 +142,33 @@ TEST(RealModelsTest, HalfPrecisionHalvesTheTrafficAndUsesTensorCoreRates) {
   EXPECT_NEAR(half.plan.model_bytes / full.plan.model_bytes, 0.5, 0.01);
   EXPECT_DOUBLE_EQ(half.plan.model_flops, full.plan.model_flops);
   EXPECT_LT(half.plan.model_s, full.plan.model_s);
+}
+
+// A kernel job's spec is planned again by every agent that reads it: it must form the same one
+// group in every precision, although half types store the pattern constants rounded (bf16 keeps
+// sqrt(2/pi) as 0.796875).
+TEST(RealModelsTest, Gpt2SpecsReplanAsOneGroupInEveryPrecision) {
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    ImportOptions import;
+    import.compute_dtype = dtype;
+    PlannedModel p = Plan("gpt2-small_b1s128.onnx", import);
+    for (const auto &job : p.plan.jobs) {
+      Result<Graph> spec = ImportOnnxBytes(job.spec.onnx_model, job.spec.name, "", {});
+      ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+      Result<DeviceModel> h200 = DeviceCatalog::Builtin().Find("h200");
+      Result<PlannedModel> again = PlanGraph(std::move(*spec), *h200, PlanOptions{});
+      ASSERT_TRUE(again.ok()) << again.status().ToString();
+      int kernel_groups = 0;
+      std::string family;
+      for (const FusionGroup &g : again->groups) {
+        if (g.free) continue;
+        ++kernel_groups;
+        family = g.family;
+      }
+      EXPECT_EQ(kernel_groups, 1) << DTypeName(dtype) << " " << job.spec.name;
+      EXPECT_EQ(family, job.spec.family) << DTypeName(dtype) << " " << job.spec.name;
+    }
+  }
 }
 
 }  // namespace
