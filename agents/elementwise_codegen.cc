@@ -6,12 +6,8 @@
 #include <cctype>
 #include <cmath>
 #include <initializer_list>
-#include <map>
 #include <optional>
-#include <set>
-#include <string_view>
 #include <utility>
-#include <vector>
 
 #include "agents/kernel_math.h"
 
@@ -52,10 +48,7 @@ bool IsTranscendentalOp(const Node& node) {
   return IsOneOf(node.op_type, {"Exp", "Tanh", "Erf", "Sigmoid", "Gelu", "Softplus"});
 }
 
-bool IsChainDType(DType dtype) {
-  return dtype == DType::kF32 || dtype == DType::kBool || dtype == DType::kI64;
-}
-
+// The type the chain computes a value of `dtype` in: half types are computed in f32.
 std::string_view CType(DType dtype) {
   switch (dtype) {
     case DType::kBool:
@@ -64,28 +57,6 @@ std::string_view CType(DType dtype) {
       return "int64_t";
     default:
       return "float";
-  }
-}
-
-std::string_view StorageType(DType dtype) {
-  switch (dtype) {
-    case DType::kBool:
-      return "uint8_t";
-    case DType::kI64:
-      return "int64_t";
-    default:
-      return "float";
-  }
-}
-
-std::string_view AbiDType(DType dtype) {
-  switch (dtype) {
-    case DType::kBool:
-      return "KF_BOOL";
-    case DType::kI64:
-      return "KF_I64";
-    default:
-      return "KF_F32";
   }
 }
 
@@ -135,94 +106,64 @@ std::optional<std::vector<int>> MapDims(const Shape& from, const Shape& to) {
   return map;
 }
 
-enum class Access {
-  kFull,       // as many elements as the output: read at the output index
-  kScalar,     // one element
-  kBroadcast,  // broadcast along some output dims: per-dim strides from run-time shapes
-};
+}  // namespace
 
-// A spec input or constant as one node of the chain reads it (through views).
-struct Operand {
-  int root = -1;   // the spec input or constant value
-  int input = -1;  // its position among the spec inputs; -1 for a constant
-  DType dtype = DType::kF32;
-  Access access = Access::kFull;
-  Shape shape;  // the shape the chain reads (after views), right-aligned against the output
-  // kBroadcast inputs: per dim of `shape`, the root dim with its run-time size; -1 for size 1.
-  std::vector<int> root_dim;
-  bool inner_moves = false;  // kBroadcast: advances along the innermost output dim
-};
+Result<ElementwiseChain> ElementwiseChain::Analyze(const Graph& spec, ChainTarget target) {
+  ElementwiseChain chain(spec, target);
+  KF_RETURN_IF_ERROR(chain.Run());
+  return chain;
+}
 
-class ChainCompiler {
- public:
-  explicit ChainCompiler(const Graph& graph) : g_(graph) {}
+const Node* ElementwiseChain::Producer(int id) const {
+  const int p = V(id).producer;
+  return p < 0 ? nullptr : &g_->nodes[static_cast<size_t>(p)];
+}
 
-  Status Analyze();
-  std::string Emit(const ElementwiseOptions& options) const;
-  const ElementwiseTraits& traits() const { return traits_; }
-
- private:
-  const Value& V(int id) const { return g_.values[static_cast<size_t>(id)]; }
-  const Node* Producer(int id) const {
-    const int p = V(id).producer;
-    return p < 0 ? nullptr : &g_.nodes[static_cast<size_t>(p)];
+// The value `id` is a view of: a spec input, a constant or a computed value.
+int ElementwiseChain::Root(int id) const {
+  for (const Node* p = Producer(id); p != nullptr && IsViewOp(p->op_type); p = Producer(id)) {
+    id = p->inputs[0];
   }
-  // The value `id` is a view of: a spec input, a constant or a computed value.
-  int Root(int id) const {
-    for (const Node* p = Producer(id); p != nullptr && IsViewOp(p->op_type); p = Producer(id)) {
-      id = p->inputs[0];
-    }
-    return id;
-  }
-  bool Computed(int id) const { return Producer(Root(id)) != nullptr; }
-  bool IsScalarConstant(int id) const {
-    const Value& v = V(Root(id));
-    return v.kind == ValueKind::kConstant && planner::NumElements(V(id).shape) == 1;
-  }
-  double ScalarConstant(int id) const {
-    const Value& v = V(Root(id));
-    return v.dtype == DType::kF32 ? v.constant->floats[0]
-                                  : static_cast<double>(v.constant->ints[0]);
-  }
+  return id;
+}
 
-  Status CheckNode(const Node& node);
-  Status AddOperand(int id, const Node* reader);
-  Status FindShapeSource();
+bool ElementwiseChain::IsScalarConstant(int id) const {
+  const Value& v = V(Root(id));
+  return v.kind == ValueKind::kConstant && planner::NumElements(V(id).shape) == 1;
+}
 
-  // Code generation; `helpers` collects the math helpers the expressions call.
-  std::string Expr(int id) const;
-  std::string NodeExpr(const Node& node, std::set<std::string>& helpers) const;
-  std::string Body(const ElementwiseOptions& options, std::set<std::string>& helpers) const;
-  std::string BodyArgs(std::string_view full_offset, bool strided) const;
-  std::string RowsFunction() const;
-  std::string RunFunction(const ElementwiseOptions& options) const;
+double ElementwiseChain::ScalarConstant(int id) const {
+  const Value& v = V(Root(id));
+  return planner::IsFloat(v.dtype) ? v.constant->floats[0]
+                                   : static_cast<double>(v.constant->ints[0]);
+}
 
-  const Graph& g_;
-  Shape iter_;  // the shape every computing op produces
-  int64_t elements_ = 0;
-  std::vector<const Node*> steps_;  // computing nodes, topological order
-  std::vector<Operand> operands_;
-  std::map<int, int> operand_of_;  // value a node or output reads -> operand
-  // The strided path's run-time output shape: taken from this tensor's dims (-1: size 1).
-  bool shape_from_output_ = true;
-  int shape_tensor_ = -1;
-  std::vector<int> shape_dims_;
-  ElementwiseTraits traits_;
-};
+bool ElementwiseChain::IsFloatData(DType dtype) const {
+  return dtype == DType::kF32 ||
+         (target_ == ChainTarget::kCuda && (dtype == DType::kF16 || dtype == DType::kBF16));
+}
 
-Status ChainCompiler::AddOperand(int id, const Node* reader) {
+bool ElementwiseChain::IsChainDType(DType dtype) const {
+  return IsFloatData(dtype) || dtype == DType::kBool || dtype == DType::kI64;
+}
+
+std::string ElementwiseChain::FloatTypes() const {
+  return target_ == ChainTarget::kCuda ? "f32, f16, bf16" : "f32";
+}
+
+Status ElementwiseChain::AddOperand(int id, const Node* reader) {
   if (Computed(id) || operand_of_.count(id) != 0) return Status::Ok();
   const int root = Root(id);
   const Value& r = V(root);
   const Value& v = V(id);
   const std::string who = reader != nullptr ? planner::DescribeNode(*reader) : "a spec output";
-  Operand op;
+  ChainOperand op;
   op.root = root;
   op.dtype = r.dtype;
   op.shape = v.shape;
-  const auto input = std::find(g_.inputs.begin(), g_.inputs.end(), root);
-  if (input != g_.inputs.end()) {
-    op.input = static_cast<int>(input - g_.inputs.begin());
+  const auto input = std::find(g_->inputs.begin(), g_->inputs.end(), root);
+  if (input != g_->inputs.end()) {
+    op.input = static_cast<int>(input - g_->inputs.begin());
   } else if (r.kind != ValueKind::kConstant || !r.constant) {
     return InvalidArgument(
         fmt::format("{} reads '{}', which is neither a spec input nor a constant", who, r.name));
@@ -235,7 +176,7 @@ Status ChainCompiler::AddOperand(int id, const Node* reader) {
   const int64_t count = planner::NumElements(v.shape);
   if (op.input < 0) {
     const size_t held =
-        r.dtype == DType::kF32 ? r.constant->floats.size() : r.constant->ints.size();
+        planner::IsFloat(r.dtype) ? r.constant->floats.size() : r.constant->ints.size();
     if (held != static_cast<size_t>(count)) {
       return InvalidArgument(fmt::format("constant '{}' holds {} values for shape {}", r.name, held,
                                          planner::ShapeToString(r.shape)));
@@ -246,13 +187,13 @@ Status ChainCompiler::AddOperand(int id, const Node* reader) {
       return InvalidArgument(fmt::format("constant '{}' has {} elements, more than {} to embed",
                                          r.name, count, kMaxConstantElements));
     }
-    op.access = count == 1 ? Access::kScalar : Access::kBroadcast;
+    op.access = count == 1 ? ChainAccess::kScalar : ChainAccess::kBroadcast;
   } else if (count == elements_) {
-    op.access = Access::kFull;
+    op.access = ChainAccess::kFull;
   } else if (count == 1) {
-    op.access = Access::kScalar;
+    op.access = ChainAccess::kScalar;
   } else {
-    op.access = Access::kBroadcast;
+    op.access = ChainAccess::kBroadcast;
     std::optional<std::vector<int>> map = MapDims(r.shape, v.shape);
     if (!map) {
       return InvalidArgument(fmt::format(
@@ -262,14 +203,14 @@ Status ChainCompiler::AddOperand(int id, const Node* reader) {
     op.root_dim = std::move(*map);
   }
   // Right-aligned: the operand's last dim is the output's innermost one.
-  op.inner_moves = op.access == Access::kBroadcast && v.shape.back() != 1;
-  if (op.access == Access::kBroadcast) traits_.strided = true;
+  op.inner_moves = op.access == ChainAccess::kBroadcast && v.shape.back() != 1;
+  if (op.access == ChainAccess::kBroadcast) traits_.strided = true;
   operand_of_[id] = static_cast<int>(operands_.size());
   operands_.push_back(std::move(op));
   return Status::Ok();
 }
 
-Status ChainCompiler::CheckNode(const Node& node) {
+Status ElementwiseChain::CheckNode(const Node& node) {
   const std::string what = planner::DescribeNode(node);
   if (!node.domain.empty()) {
     return InvalidArgument(fmt::format("{} is from domain '{}'", what, node.domain));
@@ -299,8 +240,8 @@ Status ChainCompiler::CheckNode(const Node& node) {
   }
   for (int in : node.inputs) {
     if (in >= 0 && !IsChainDType(V(in).dtype)) {
-      return InvalidArgument(fmt::format("{} reads {} data; the chain computes f32, bool and i64",
-                                         what, planner::DTypeName(V(in).dtype)));
+      return InvalidArgument(fmt::format("{} reads {} data; the chain computes {}, bool and i64",
+                                         what, planner::DTypeName(V(in).dtype), FloatTypes()));
     }
   }
   const std::string& op = node.op_type;
@@ -313,9 +254,9 @@ Status ChainCompiler::CheckNode(const Node& node) {
     }
     for (size_t i = 0; i < arity; ++i) {
       if (node.inputs[i] < 0) continue;
-      if (dtype(i) != DType::kF32) {
-        return InvalidArgument(fmt::format("{} on {} is not supported (f32 only)", what,
-                                           planner::DTypeName(dtype(i))));
+      if (!IsFloatData(dtype(i))) {
+        return InvalidArgument(fmt::format("{} on {} is not supported ({} only)", what,
+                                           planner::DTypeName(dtype(i)), FloatTypes()));
       }
       data.push_back(i);
     }
@@ -334,7 +275,7 @@ Status ChainCompiler::CheckNode(const Node& node) {
         return InvalidArgument(fmt::format("{}: approximate '{}' is unknown", what, approximate));
       }
     }
-    if (out.dtype != DType::kF32) {
+    if (!IsFloatData(out.dtype)) {
       return InvalidArgument(fmt::format("{} produces {}", what, planner::DTypeName(out.dtype)));
     }
   } else if (IsComparisonOp(op)) {
@@ -355,12 +296,14 @@ Status ChainCompiler::CheckNode(const Node& node) {
     data = {0, 1, 2};
   } else if (op == "Cast") {
     if (!IsChainDType(out.dtype)) {
-      return InvalidArgument(fmt::format("{} casts to {}; the chain computes f32, bool and i64",
-                                         what, planner::DTypeName(out.dtype)));
+      return InvalidArgument(fmt::format("{} casts to {}; the chain computes {}, bool and i64",
+                                         what, planner::DTypeName(out.dtype), FloatTypes()));
     }
     data = {0};
   } else if (op == "IsNaN") {
-    if (dtype(0) != DType::kF32) return InvalidArgument(fmt::format("{} needs f32", what));
+    if (!IsFloatData(dtype(0))) {
+      return InvalidArgument(fmt::format("{} needs {}", what, FloatTypes()));
+    }
     data = {0};
   } else {
     return InvalidArgument(fmt::format("{} is not an elementwise op the chain compiles", what));
@@ -375,17 +318,17 @@ Status ChainCompiler::CheckNode(const Node& node) {
   return Status::Ok();
 }
 
-Status ChainCompiler::FindShapeSource() {
-  for (size_t k = 0; k < g_.outputs.size(); ++k) {
-    if (std::optional<std::vector<int>> map = MapDims(V(g_.outputs[k]).shape, iter_)) {
+Status ElementwiseChain::FindShapeSource() {
+  for (size_t k = 0; k < g_->outputs.size(); ++k) {
+    if (std::optional<std::vector<int>> map = MapDims(V(g_->outputs[k]).shape, iter_)) {
       shape_from_output_ = true;
       shape_tensor_ = static_cast<int>(k);
       shape_dims_ = std::move(*map);
       return Status::Ok();
     }
   }
-  for (size_t k = 0; k < g_.inputs.size(); ++k) {
-    const Shape& shape = V(g_.inputs[k]).shape;
+  for (size_t k = 0; k < g_->inputs.size(); ++k) {
+    const Shape& shape = V(g_->inputs[k]).shape;
     if (planner::NumElements(shape) != elements_) continue;
     if (std::optional<std::vector<int>> map = MapDims(shape, iter_)) {
       shape_from_output_ = false;
@@ -400,29 +343,29 @@ Status ChainCompiler::FindShapeSource() {
       planner::ShapeToString(iter_)));
 }
 
-Status ChainCompiler::Analyze() {
-  for (const std::vector<int>* list : {&g_.inputs, &g_.outputs}) {
+Status ElementwiseChain::Run() {
+  for (const std::vector<int>* list : {&g_->inputs, &g_->outputs}) {
     for (int id : *list) {
       const Value& v = V(id);
-      if (v.dtype != DType::kF32 && v.dtype != DType::kBool) {
+      if (!IsFloatData(v.dtype) && v.dtype != DType::kBool) {
         return InvalidArgument(
             fmt::format("spec tensor '{}' is {}; the elementwise template takes "
-                        "f32 and bool tensors",
-                        v.name, planner::DTypeName(v.dtype)));
+                        "{} and bool tensors",
+                        v.name, planner::DTypeName(v.dtype), FloatTypes()));
       }
       if (!v.has_shape) {
         return InvalidArgument(fmt::format("spec tensor '{}' has no known shape", v.name));
       }
     }
   }
-  const auto first = std::find_if(g_.nodes.begin(), g_.nodes.end(), [](const Node& n) {
+  const auto first = std::find_if(g_->nodes.begin(), g_->nodes.end(), [](const Node& n) {
     return !IsViewOp(n.op_type) && !n.outputs.empty() && n.outputs[0] >= 0;
   });
-  if (first == g_.nodes.end()) return InvalidArgument("the chain computes nothing: views only");
+  if (first == g_->nodes.end()) return InvalidArgument("the chain computes nothing: views only");
   iter_ = V(first->outputs[0]).shape;
   elements_ = planner::NumElements(iter_);
-  for (const Node& node : g_.nodes) KF_RETURN_IF_ERROR(CheckNode(node));
-  for (int id : g_.outputs) {
+  for (const Node& node : g_->nodes) KF_RETURN_IF_ERROR(CheckNode(node));
+  for (int id : g_->outputs) {
     if (planner::NumElements(V(id).shape) != elements_) {
       return InvalidArgument(fmt::format("output '{}' {} is not the chain's size {}", V(id).name,
                                          planner::ShapeToString(V(id).shape),
@@ -434,21 +377,22 @@ Status ChainCompiler::Analyze() {
   return Status::Ok();
 }
 
-std::string ChainCompiler::Expr(int id) const {
+std::string ElementwiseChain::Expr(int id, const std::function<std::string(size_t)>& read) const {
   const int root = Root(id);
   if (Producer(root) != nullptr) return fmt::format("t{}", root);
-  const int k = operand_of_.at(id);
-  const Operand& op = operands_[static_cast<size_t>(k)];
-  if (op.input < 0 && op.access == Access::kScalar) return Literal(op.dtype, *V(root).constant, 0);
-  if (op.access == Access::kScalar || (op.access == Access::kBroadcast && !op.inner_moves)) {
-    return fmt::format("s{}", k);
+  const auto k = static_cast<size_t>(operand_of_.at(id));
+  const ChainOperand& op = operands_[k];
+  if (op.input < 0 && op.access == ChainAccess::kScalar) {
+    return Literal(op.dtype, *V(root).constant, 0);
   }
-  return op.dtype == DType::kBool ? fmt::format("(a{}[i] != 0)", k) : fmt::format("a{}[i]", k);
+  return read(k);
 }
 
-std::string ChainCompiler::NodeExpr(const Node& node, std::set<std::string>& helpers) const {
+std::string ElementwiseChain::NodeExpr(const Node& node,
+                                       const std::function<std::string(size_t)>& read,
+                                       std::set<std::string>& helpers) const {
   const std::string& op = node.op_type;
-  auto in = [&](size_t i) { return Expr(node.inputs[i]); };
+  auto in = [&](size_t i) { return Expr(node.inputs[i], read); };
   auto binary = [&](std::string_view sym) { return fmt::format("({} {} {})", in(0), sym, in(1)); };
   if (op == "Add") return binary("+");
   if (op == "Sub") return binary("-");
@@ -526,11 +470,12 @@ std::string ChainCompiler::NodeExpr(const Node& node, std::set<std::string>& hel
     return fmt::format("({0} * kf_clamp01({0} * {1} + 0.5f))", in(0), FloatLiteral(1.0 / 6.0));
   }
   if (op == "Cast") {
+    // Casts between float types are the identity: the chain computes them all in f32.
     const DType from = V(node.inputs[0]).dtype;
     const DType to = V(node.outputs[0]).dtype;
     if (from == to) return in(0);
     if (to == DType::kBool) {
-      return fmt::format("({} != {})", in(0), from == DType::kF32 ? "0.0f" : "0");
+      return fmt::format("({} != {})", in(0), IsFloatData(from) ? "0.0f" : "0");
     }
     return fmt::format("static_cast<{}>({})", CType(to), in(0));
   }
@@ -548,97 +493,273 @@ std::string ChainCompiler::NodeExpr(const Node& node, std::set<std::string>& hel
   return fmt::format("({0} != {0})", in(0));
 }
 
-std::string Helpers(const std::set<std::string>& used, bool poly) {
+ChainElementCode ElementwiseChain::Element(const std::function<std::string(size_t)>& read) const {
+  ChainElementCode code;
+  for (const Node* node : steps_) {
+    const int out = node->outputs[0];
+    code.statements.push_back(fmt::format("const {} t{} = {};", CType(V(out).dtype), out,
+                                          NodeExpr(*node, read, code.helpers)));
+  }
+  for (int id : g_->outputs) code.outputs.push_back(Expr(id, read));
+  return code;
+}
+
+std::vector<DType> ElementwiseChain::output_dtypes() const {
+  std::vector<DType> dtypes;
+  for (int id : g_->outputs) dtypes.push_back(V(id).dtype);
+  return dtypes;
+}
+
+std::string ElementwiseChain::HostHelpers() const {
+  std::string s =
+      "static int64_t kf_elements(const kf_tensor& t) {\n"
+      "  int64_t n = 1;\n  for (int32_t d = 0; d < t.ndim; ++d) n *= t.shape[d];\n  return n;\n"
+      "}\n\n";
+  // HostChecks counts the elements of broadcast inputs (constants hold what their shape says).
+  const bool counts = std::any_of(operands_.begin(), operands_.end(), [](const ChainOperand& op) {
+    return op.input >= 0 && op.access == ChainAccess::kBroadcast;
+  });
+  if (counts) {
+    s += "static int64_t kf_count(const int64_t* shape, int rank) {\n"
+         "  int64_t n = 1;\n  for (int d = 0; d < rank; ++d) n *= shape[d];\n  return n;\n"
+         "}\n\n";
+  }
+  if (traits_.strided) {
+    s += "// Element strides of a `vrank` operand broadcast (right-aligned) to `dims`: 0 along\n"
+         "// broadcast dims. False when the shapes do not broadcast.\n"
+         "static bool kf_broadcast_strides(const int64_t* vs, int vrank, const int64_t* dims,\n"
+         "                                 int rank, int64_t* st) {\n"
+         "  int64_t stride = 1;\n"
+         "  for (int d = rank - 1; d >= 0; --d) {\n"
+         "    const int j = d - (rank - vrank);\n"
+         "    if (j < 0) {\n      st[d] = 0;\n      continue;\n    }\n"
+         "    if (vs[j] == dims[d]) {\n      st[d] = dims[d] == 1 ? 0 : stride;\n"
+         "    } else if (vs[j] == 1) {\n      st[d] = 0;\n"
+         "    } else {\n      return false;\n    }\n"
+         "    stride *= vs[j];\n"
+         "  }\n"
+         "  return true;\n"
+         "}\n\n";
+  }
+  return s;
+}
+
+std::string ElementwiseChain::ConstantValues(size_t k) const {
+  const ChainOperand& op = operands_[k];
+  const planner::ConstantData& data = *V(op.root).constant;
+  std::vector<std::string> values;
+  const size_t count = planner::IsFloat(op.dtype) ? data.floats.size() : data.ints.size();
+  for (size_t i = 0; i < count; ++i) {
+    values.push_back(planner::IsFloat(op.dtype) ? FloatLiteral(data.floats[i])
+                     : op.dtype == DType::kI64  ? Literal(op.dtype, data, i)
+                                                : (data.ints[i] != 0 ? "1" : "0"));
+  }
+  return fmt::format("{{{}}}", fmt::join(values, ", "));
+}
+
+std::string ElementwiseChain::HostChecks(bool declare_constants) const {
+  const size_t rank = iter_.size();
+  std::string s;
+  s += fmt::format(
+      "  if (in == nullptr || out == nullptr || n_in != {} || n_out != {}) "
+      "return KF_ERR_INVALID_ARGUMENT;\n",
+      g_->inputs.size(), g_->outputs.size());
+  for (size_t k = 0; k < g_->inputs.size(); ++k) {
+    const Value& v = V(g_->inputs[k]);
+    s += fmt::format(
+        "  if (in[{0}].dtype != {1} || in[{0}].ndim != {2}) return "
+        "KF_ERR_INVALID_ARGUMENT;\n",
+        k, KernelAbiDType(v.dtype), v.shape.size());
+  }
+  for (size_t j = 0; j < g_->outputs.size(); ++j) {
+    const Value& v = V(g_->outputs[j]);
+    s += fmt::format(
+        "  if (out[{0}].dtype != {1} || out[{0}].ndim != {2}) return "
+        "KF_ERR_INVALID_ARGUMENT;\n",
+        j, KernelAbiDType(v.dtype), v.shape.size());
+  }
+  if (traits_.strided) {
+    std::vector<std::string> dims;
+    for (size_t d = 0; d < rank; ++d) {
+      const int src = shape_dims_[d];
+      dims.push_back(src < 0 ? "1"
+                             : fmt::format("{}[{}].shape[{}]", shape_from_output_ ? "out" : "in",
+                                           shape_tensor_, src));
+    }
+    s += fmt::format("  const int64_t dims[{}] = {{{}}};\n", rank, fmt::join(dims, ", "));
+    s += fmt::format("  int64_t n = 1;\n  for (int d = 0; d < {}; ++d) n *= dims[d];\n", rank);
+  } else {
+    s += "  const int64_t n = kf_elements(out[0]);\n";
+  }
+  // The contiguous path took n from out[0]; the strided one from dims.
+  for (size_t j = traits_.strided ? 0 : 1; j < g_->outputs.size(); ++j) {
+    s += fmt::format("  if (kf_elements(out[{}]) != n) return KF_ERR_INVALID_ARGUMENT;\n", j);
+  }
+  for (size_t k = 0; k < operands_.size(); ++k) {
+    const ChainOperand& op = operands_[k];
+    const std::string type(KernelStorageType(op.dtype));
+    if (op.input < 0) {
+      if (op.access == ChainAccess::kScalar) continue;
+      if (declare_constants) {
+        s += fmt::format("  static const {} a{}[] = {};\n", type, k, ConstantValues(k));
+      }
+    } else {
+      s += fmt::format("  const {0}* a{1} = static_cast<const {0}*>(in[{2}].data);\n", type, k,
+                       op.input);
+      if (op.access == ChainAccess::kFull) {
+        s += fmt::format("  if (kf_elements(in[{}]) != n) return KF_ERR_INVALID_ARGUMENT;\n",
+                         op.input);
+      } else if (op.access == ChainAccess::kScalar) {
+        s += fmt::format("  if (kf_elements(in[{}]) != 1) return KF_ERR_INVALID_ARGUMENT;\n",
+                         op.input);
+      }
+    }
+    if (op.access != ChainAccess::kBroadcast) continue;
+    std::vector<std::string> shape;
+    for (size_t d = 0; d < op.shape.size(); ++d) {
+      const bool fixed = op.input < 0 || op.root_dim[d] < 0;
+      shape.push_back(fixed ? std::to_string(op.shape[d])
+                            : fmt::format("in[{}].shape[{}]", op.input, op.root_dim[d]));
+    }
+    s += fmt::format("  const int64_t vs{}[{}] = {{{}}};\n", k, op.shape.size(),
+                     fmt::join(shape, ", "));
+    s += fmt::format("  int64_t st{}[{}];\n", k, rank);
+    s += fmt::format("  if (!kf_broadcast_strides(vs{0}, {1}, dims, {2}, st{0})", k,
+                     op.shape.size(), rank);
+    if (op.input >= 0) {
+      s += fmt::format(" ||\n      kf_count(vs{}, {}) != kf_elements(in[{}])", k, op.shape.size(),
+                       op.input);
+    }
+    s += ") {\n    return KF_ERR_INVALID_ARGUMENT;\n  }\n";
+    // Kernels read this operand per element along the innermost dim or once per row; the
+    // run-time strides must agree.
+    s +=
+        fmt::format("  if (dims[{0}] != 1 && st{1}[{0}] != {2}) return KF_ERR_UNSUPPORTED_SHAPE;\n",
+                    rank - 1, k, op.inner_moves ? 1 : 0);
+  }
+  for (size_t j = 0; j < g_->outputs.size(); ++j) {
+    s += fmt::format("  {0}* q{1} = static_cast<{0}*>(out[{1}].data);\n",
+                     KernelStorageType(V(g_->outputs[j]).dtype), j);
+  }
+  s += "  if (n == 0) return KF_OK;\n";
+  return s;
+}
+
+std::string ChainHelperSource(const std::set<std::string>& used, const ChainMath& math) {
   auto needs = [&](std::initializer_list<std::string_view> names) {
     return std::any_of(names.begin(), names.end(),
                        [&](std::string_view n) { return used.count(std::string(n)) != 0; });
   };
+  const std::string& q = math.qualifier;
   std::string out;
-  if (needs({"exp", "sigmoid", "softplus"})) {
-    out += poly ? std::string(KernelExpSource())
-                : "static inline float kf_exp(float x) { return std::exp(x); }\n";
-  }
-  if (needs({"tanh", "gelu_tanh"})) {
-    out += poly ? std::string(KernelTanhSource())
-                : "static inline float kf_tanh(float x) { return std::tanh(x); }\n";
-  }
-  if (needs({"erf", "gelu_erf"})) {
-    out += poly ? std::string(KernelErfSource())
-                : "static inline float kf_erf(float x) { return std::erf(x); }\n";
-  }
+  if (needs({"exp", "sigmoid", "softplus"})) out += math.exp;
+  if (needs({"tanh", "gelu_tanh"})) out += math.tanh;
+  if (needs({"erf", "gelu_erf"})) out += math.erf;
   if (needs({"sigmoid"})) {
-    out += "static inline float kf_sigmoid(float x) { return 1.0f / (1.0f + kf_exp(-x)); }\n";
+    out +=
+        fmt::format("{} float kf_sigmoid(float x) {{ return 1.0f / (1.0f + kf_exp(-x)); }}\n", q);
   }
   if (needs({"softplus"})) {
-    out +=
+    out += fmt::format(
         "// log(1 + e^x) as max(x, 0) + log1p(e^-|x|): e^x never overflows.\n"
-        "static inline float kf_softplus(float x) {\n"
+        "{} float kf_softplus(float x) {{\n"
         "  const float ax = x < 0.0f ? -x : x;\n"
         "  return (x > 0.0f ? x : 0.0f) + std::log1p(kf_exp(-ax));\n"
-        "}\n";
+        "}}\n",
+        q);
   }
   if (needs({"gelu_erf"})) {
-    out +=
-        "static inline float kf_gelu_erf(float x) {\n"
+    out += fmt::format(
+        "{} float kf_gelu_erf(float x) {{\n"
         "  return 0.5f * x * (1.0f + kf_erf(x * 0.707106781f));\n"
-        "}\n";
+        "}}\n",
+        q);
   }
   if (needs({"gelu_tanh"})) {
-    out +=
-        "static inline float kf_gelu_tanh(float x) {\n"
+    out += fmt::format(
+        "{} float kf_gelu_tanh(float x) {{\n"
         "  return 0.5f * x * (1.0f + kf_tanh(0.797884561f * (x + 0.044715f * x * x * x)));\n"
-        "}\n";
+        "}}\n",
+        q);
   }
   if (needs({"max", "min"})) {
-    out +=
+    out += fmt::format(
         "// NaN wins, as in numpy: (a + b) is NaN when either is.\n"
-        "static inline float kf_max(float a, float b) {\n"
+        "{0} float kf_max(float a, float b) {{\n"
         "  return (a != a || b != b) ? a + b : (a > b ? a : b);\n"
-        "}\n"
-        "static inline float kf_min(float a, float b) {\n"
+        "}}\n"
+        "{0} float kf_min(float a, float b) {{\n"
         "  return (a != a || b != b) ? a + b : (a < b ? a : b);\n"
-        "}\n";
+        "}}\n",
+        q);
   }
   if (needs({"clamp01"})) {
-    out +=
-        "static inline float kf_clamp01(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); "
-        "}\n";
+    out += fmt::format(
+        "{} float kf_clamp01(float v) {{ return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }}\n", q);
   }
   if (needs({"upper"})) {
-    out += "static inline float kf_upper(float v, float hi) { return v > hi ? hi : v; }\n";
+    out += fmt::format("{} float kf_upper(float v, float hi) {{ return v > hi ? hi : v; }}\n", q);
   }
   return out;
 }
 
-std::string ChainCompiler::Body(const ElementwiseOptions& options,
-                                std::set<std::string>& helpers) const {
+namespace {
+
+// The C++ kernel: OpenMP tasks of contiguous runs of output elements (rows on the strided path),
+// each run one vectorizable loop.
+class CpuChainRenderer {
+ public:
+  CpuChainRenderer(const ElementwiseChain& chain, const ElementwiseOptions& options)
+      : chain_(chain), options_(options), outputs_(chain.output_dtypes()) {}
+
+  std::string Emit() const;
+
+ private:
+  std::string Body(std::set<std::string>& helpers) const;
+  std::string BodyArgs(std::string_view full_offset, bool strided) const;
+  std::string RowsFunction() const;
+  std::string RunFunction() const;
+
+  const ElementwiseChain& chain_;
+  const ElementwiseOptions& options_;
+  const std::vector<DType> outputs_;
+};
+
+std::string CpuChainRenderer::Body(std::set<std::string>& helpers) const {
+  const std::vector<ChainOperand>& operands = chain_.operands();
   std::vector<std::string> params = {"int64_t n"};
   std::string hoisted;
-  for (size_t k = 0; k < operands_.size(); ++k) {
-    const Operand& op = operands_[k];
-    if (op.input < 0 && op.access == Access::kScalar) continue;
-    params.push_back(fmt::format("const {}* __restrict a{}", StorageType(op.dtype), k));
-    if (op.access == Access::kScalar || (op.access == Access::kBroadcast && !op.inner_moves)) {
+  for (size_t k = 0; k < operands.size(); ++k) {
+    const ChainOperand& op = operands[k];
+    if (op.input < 0 && op.access == ChainAccess::kScalar) continue;
+    params.push_back(fmt::format("const {}* __restrict a{}", KernelStorageType(op.dtype), k));
+    if (op.access == ChainAccess::kScalar ||
+        (op.access == ChainAccess::kBroadcast && !op.inner_moves)) {
       hoisted += fmt::format(
           "  const {} s{} = {};\n", CType(op.dtype), k,
           op.dtype == DType::kBool ? fmt::format("a{}[0] != 0", k) : fmt::format("a{}[0]", k));
     }
   }
-  for (size_t j = 0; j < g_.outputs.size(); ++j) {
-    params.push_back(fmt::format("{}* __restrict q{}", StorageType(V(g_.outputs[j]).dtype), j));
+  for (size_t j = 0; j < outputs_.size(); ++j) {
+    params.push_back(fmt::format("{}* __restrict q{}", KernelStorageType(outputs_[j]), j));
   }
+  // Scalars and operands constant along a row are hoisted; the rest are read at the run's i.
+  const ChainElementCode code = chain_.Element([&](size_t k) {
+    const ChainOperand& op = operands[k];
+    if (op.access == ChainAccess::kScalar ||
+        (op.access == ChainAccess::kBroadcast && !op.inner_moves)) {
+      return fmt::format("s{}", k);
+    }
+    return op.dtype == DType::kBool ? fmt::format("(a{}[i] != 0)", k) : fmt::format("a{}[i]", k);
+  });
+  helpers.insert(code.helpers.begin(), code.helpers.end());
   std::string loop;
-  for (const Node* node : steps_) {
-    const int out = node->outputs[0];
-    loop +=
-        fmt::format("    const {} t{} = {};\n", CType(V(out).dtype), out, NodeExpr(*node, helpers));
-  }
-  for (size_t j = 0; j < g_.outputs.size(); ++j) {
-    const DType dtype = V(g_.outputs[j]).dtype;
-    const std::string value = Expr(g_.outputs[j]);
-    loop +=
-        fmt::format("    q{}[i] = {};\n", j,
-                    dtype == DType::kBool ? fmt::format("static_cast<uint8_t>({})", value) : value);
+  for (const std::string& statement : code.statements) loop += "    " + statement + "\n";
+  for (size_t j = 0; j < outputs_.size(); ++j) {
+    const std::string& value = code.outputs[j];
+    loop += fmt::format(
+        "    q{}[i] = {};\n", j,
+        outputs_[j] == DType::kBool ? fmt::format("static_cast<uint8_t>({})", value) : value);
   }
   return fmt::format(
       "// One contiguous run of output elements; __restrict and a loop of its own keep it\n"
@@ -646,42 +767,44 @@ std::string ChainCompiler::Body(const ElementwiseOptions& options,
       "static __attribute__((noinline)) void kf_body({}) {{\n{}{}"
       "  for (int64_t i = 0; i < n; ++i) {{\n{}  }}\n}}\n",
       fmt::join(params, ", "), hoisted,
-      options.unroll > 1 ? fmt::format("#pragma GCC unroll {}\n", options.unroll) : "", loop);
+      options_.unroll > 1 ? fmt::format("#pragma GCC unroll {}\n", options_.unroll) : "", loop);
 }
 
 // Arguments of a kf_body call: full operands and outputs start at `full_offset`, broadcast
 // operands at their row offset `o<k>` when `strided`.
-std::string ChainCompiler::BodyArgs(std::string_view full_offset, bool strided) const {
+std::string CpuChainRenderer::BodyArgs(std::string_view full_offset, bool strided) const {
+  const std::vector<ChainOperand>& operands = chain_.operands();
   std::vector<std::string> args;
-  for (size_t k = 0; k < operands_.size(); ++k) {
-    const Operand& op = operands_[k];
-    if (op.input < 0 && op.access == Access::kScalar) continue;
-    if (op.access == Access::kFull) {
+  for (size_t k = 0; k < operands.size(); ++k) {
+    const ChainOperand& op = operands[k];
+    if (op.input < 0 && op.access == ChainAccess::kScalar) continue;
+    if (op.access == ChainAccess::kFull) {
       args.push_back(fmt::format("a{} + {}", k, full_offset));
-    } else if (op.access == Access::kBroadcast && strided) {
+    } else if (op.access == ChainAccess::kBroadcast && strided) {
       args.push_back(fmt::format("a{0} + o{0}", k));
     } else {
       args.push_back(fmt::format("a{}", k));
     }
   }
-  for (size_t j = 0; j < g_.outputs.size(); ++j) {
+  for (size_t j = 0; j < outputs_.size(); ++j) {
     args.push_back(fmt::format("q{} + {}", j, full_offset));
   }
   return fmt::format("{}", fmt::join(args, ", "));
 }
 
-std::string ChainCompiler::RowsFunction() const {
-  const size_t rank = iter_.size();
+std::string CpuChainRenderer::RowsFunction() const {
+  const std::vector<ChainOperand>& operands = chain_.operands();
+  const size_t rank = chain_.rank();
   std::vector<std::string> params = {"int64_t r0", "int64_t r1", "int64_t inner",
                                      "const int64_t* dims"};
   std::string init;
   std::string step;
   std::string wrap;
-  for (size_t k = 0; k < operands_.size(); ++k) {
-    const Operand& op = operands_[k];
-    if (op.input < 0 && op.access == Access::kScalar) continue;
-    params.push_back(fmt::format("const {}* __restrict a{}", StorageType(op.dtype), k));
-    if (op.access != Access::kBroadcast) continue;
+  for (size_t k = 0; k < operands.size(); ++k) {
+    const ChainOperand& op = operands[k];
+    if (op.input < 0 && op.access == ChainAccess::kScalar) continue;
+    params.push_back(fmt::format("const {}* __restrict a{}", KernelStorageType(op.dtype), k));
+    if (op.access != ChainAccess::kBroadcast) continue;
     params.push_back(fmt::format("const int64_t* st{}", k));
     init += fmt::format("  int64_t o{} = 0;\n", k);
     init +=
@@ -689,8 +812,8 @@ std::string ChainCompiler::RowsFunction() const {
     step += fmt::format(" o{0} += st{0}[d];", k);
     wrap += fmt::format(" o{0} -= st{0}[d] * dims[d];", k);
   }
-  for (size_t j = 0; j < g_.outputs.size(); ++j) {
-    params.push_back(fmt::format("{}* __restrict q{}", StorageType(V(g_.outputs[j]).dtype), j));
+  for (size_t j = 0; j < outputs_.size(); ++j) {
+    params.push_back(fmt::format("{}* __restrict q{}", KernelStorageType(outputs_[j]), j));
   }
   return fmt::format(
       "// Rows [r0, r1) of the output's innermost dim; an odometer over the outer dims moves the\n"
@@ -715,109 +838,23 @@ std::string ChainCompiler::RowsFunction() const {
       fmt::join(params, ", "), rank - 1, init, BodyArgs("r * inner", true), step, wrap);
 }
 
-std::string ChainCompiler::RunFunction(const ElementwiseOptions& options) const {
-  const size_t rank = iter_.size();
+std::string CpuChainRenderer::RunFunction() const {
+  const std::vector<ChainOperand>& operands = chain_.operands();
   std::string s;
   s += "extern \"C\" int kf_kernel_run(const kf_tensor* in, int32_t n_in, kf_tensor* out, "
        "int32_t n_out, void* stream) {\n  (void)stream;\n";
-  s += fmt::format(
-      "  if (in == nullptr || out == nullptr || n_in != {} || n_out != {}) "
-      "return KF_ERR_INVALID_ARGUMENT;\n",
-      g_.inputs.size(), g_.outputs.size());
-  for (size_t k = 0; k < g_.inputs.size(); ++k) {
-    const Value& v = V(g_.inputs[k]);
-    s += fmt::format(
-        "  if (in[{0}].dtype != {1} || in[{0}].ndim != {2}) return "
-        "KF_ERR_INVALID_ARGUMENT;\n",
-        k, AbiDType(v.dtype), v.shape.size());
-  }
-  for (size_t j = 0; j < g_.outputs.size(); ++j) {
-    const Value& v = V(g_.outputs[j]);
-    s += fmt::format(
-        "  if (out[{0}].dtype != {1} || out[{0}].ndim != {2}) return "
-        "KF_ERR_INVALID_ARGUMENT;\n",
-        j, AbiDType(v.dtype), v.shape.size());
-  }
-  if (traits_.strided) {
-    std::vector<std::string> dims;
-    for (size_t d = 0; d < rank; ++d) {
-      const int src = shape_dims_[d];
-      dims.push_back(src < 0 ? "1"
-                             : fmt::format("{}[{}].shape[{}]", shape_from_output_ ? "out" : "in",
-                                           shape_tensor_, src));
-    }
-    s += fmt::format("  const int64_t dims[{}] = {{{}}};\n", rank, fmt::join(dims, ", "));
-    s += fmt::format("  int64_t n = 1;\n  for (int d = 0; d < {}; ++d) n *= dims[d];\n", rank);
-  } else {
-    s += "  const int64_t n = kf_elements(out[0]);\n";
-  }
-  // The contiguous path took n from out[0]; the strided one from dims.
-  for (size_t j = traits_.strided ? 0 : 1; j < g_.outputs.size(); ++j) {
-    s += fmt::format("  if (kf_elements(out[{}]) != n) return KF_ERR_INVALID_ARGUMENT;\n", j);
-  }
-  for (size_t k = 0; k < operands_.size(); ++k) {
-    const Operand& op = operands_[k];
-    const std::string type(StorageType(op.dtype));
-    if (op.input < 0) {
-      if (op.access == Access::kScalar) continue;
-      std::vector<std::string> values;
-      const planner::ConstantData& data = *V(op.root).constant;
-      const size_t count = op.dtype == DType::kF32 ? data.floats.size() : data.ints.size();
-      for (size_t i = 0; i < count; ++i) {
-        values.push_back(op.dtype == DType::kF32   ? FloatLiteral(data.floats[i])
-                         : op.dtype == DType::kI64 ? Literal(op.dtype, data, i)
-                                                   : (data.ints[i] != 0 ? "1" : "0"));
-      }
-      s += fmt::format("  static const {} a{}[] = {{{}}};\n", type, k, fmt::join(values, ", "));
-    } else {
-      s += fmt::format("  const {0}* a{1} = static_cast<const {0}*>(in[{2}].data);\n", type, k,
-                       op.input);
-      if (op.access == Access::kFull) {
-        s += fmt::format("  if (kf_elements(in[{}]) != n) return KF_ERR_INVALID_ARGUMENT;\n",
-                         op.input);
-      } else if (op.access == Access::kScalar) {
-        s += fmt::format("  if (kf_elements(in[{}]) != 1) return KF_ERR_INVALID_ARGUMENT;\n",
-                         op.input);
-      }
-    }
-    if (op.access != Access::kBroadcast) continue;
-    std::vector<std::string> shape;
-    for (size_t d = 0; d < op.shape.size(); ++d) {
-      const bool fixed = op.input < 0 || op.root_dim[d] < 0;
-      shape.push_back(fixed ? std::to_string(op.shape[d])
-                            : fmt::format("in[{}].shape[{}]", op.input, op.root_dim[d]));
-    }
-    s += fmt::format("  const int64_t vs{}[{}] = {{{}}};\n", k, op.shape.size(),
-                     fmt::join(shape, ", "));
-    s += fmt::format("  int64_t st{}[{}];\n", k, rank);
-    s += fmt::format("  if (!kf_broadcast_strides(vs{0}, {1}, dims, {2}, st{0})", k,
-                     op.shape.size(), rank);
-    if (op.input >= 0) {
-      s += fmt::format(" ||\n      kf_count(vs{}, {}) != kf_elements(in[{}])", k, op.shape.size(),
-                       op.input);
-    }
-    s += ") {\n    return KF_ERR_INVALID_ARGUMENT;\n  }\n";
-    // kf_body reads this operand at [i] or hoists [0]; the run-time strides must agree.
-    s +=
-        fmt::format("  if (dims[{0}] != 1 && st{1}[{0}] != {2}) return KF_ERR_UNSUPPORTED_SHAPE;\n",
-                    rank - 1, k, op.inner_moves ? 1 : 0);
-  }
-  for (size_t j = 0; j < g_.outputs.size(); ++j) {
-    s += fmt::format("  {0}* q{1} = static_cast<{0}*>(out[{1}].data);\n",
-                     StorageType(V(g_.outputs[j]).dtype), j);
-  }
-  s += "  if (n == 0) return KF_OK;\n";
+  s += chain_.HostChecks(/*declare_constants=*/true);
   const std::string parallel =
-      options.multithreaded ? "#pragma omp parallel for schedule(static) if (tasks > 1)\n" : "";
-  if (traits_.strided) {
+      options_.multithreaded ? "#pragma omp parallel for schedule(static) if (tasks > 1)\n" : "";
+  if (chain_.traits().strided) {
     std::vector<std::string> args = {"r0", "r1", "inner", "dims"};
-    for (size_t k = 0; k < operands_.size(); ++k) {
-      const Operand& op = operands_[k];
-      if (op.input < 0 && op.access == Access::kScalar) continue;
+    for (size_t k = 0; k < operands.size(); ++k) {
+      const ChainOperand& op = operands[k];
+      if (op.input < 0 && op.access == ChainAccess::kScalar) continue;
       args.push_back(fmt::format("a{}", k));
-      if (op.access == Access::kBroadcast) args.push_back(fmt::format("st{}", k));
+      if (op.access == ChainAccess::kBroadcast) args.push_back(fmt::format("st{}", k));
     }
-    for (size_t j = 0; j < g_.outputs.size(); ++j) args.push_back(fmt::format("q{}", j));
+    for (size_t j = 0; j < outputs_.size(); ++j) args.push_back(fmt::format("q{}", j));
     s += fmt::format(
         "  const int64_t inner = dims[{0}];\n"
         "  const int64_t rows = n / inner;\n"
@@ -829,7 +866,7 @@ std::string ChainCompiler::RunFunction(const ElementwiseOptions& options) const 
         "    const int64_t r1 = rows - r0 < rows_per_task ? rows : r0 + rows_per_task;\n"
         "    kf_rows({2});\n"
         "  }}\n",
-        rank - 1, parallel, fmt::join(args, ", "));
+        chain_.rank() - 1, parallel, fmt::join(args, ", "));
   } else {
     s += fmt::format(
         "  const int64_t tasks = (n + kChunk - 1) / kChunk;\n"
@@ -844,56 +881,45 @@ std::string ChainCompiler::RunFunction(const ElementwiseOptions& options) const 
   return s;
 }
 
-std::string ChainCompiler::Emit(const ElementwiseOptions& options) const {
+std::string CpuChainRenderer::Emit() const {
   std::set<std::string> helpers;
-  const std::string body = Body(options, helpers);
+  const std::string body = Body(helpers);
   std::string s =
       "// Generated by kfleet's elementwise template: the whole chain per element, one pass.\n"
       "#include <cmath>\n#include <cstdint>\n\n#include \"kfleet/kernel.h\"\n\n";
   s += fmt::format("static const int64_t kChunk = {};  // output elements per task\n\n",
-                   options.chunk_elements);
-  s += Helpers(helpers, options.poly_math);
-  s += "\nstatic int64_t kf_elements(const kf_tensor& t) {\n"
-       "  int64_t n = 1;\n  for (int32_t d = 0; d < t.ndim; ++d) n *= t.shape[d];\n  return n;\n"
-       "}\n\n";
-  if (traits_.strided) {
-    s += "static int64_t kf_count(const int64_t* shape, int rank) {\n"
-         "  int64_t n = 1;\n  for (int d = 0; d < rank; ++d) n *= shape[d];\n  return n;\n"
-         "}\n\n"
-         "// Element strides of a `vrank` operand broadcast (right-aligned) to `dims`: 0 along\n"
-         "// broadcast dims. False when the shapes do not broadcast.\n"
-         "static bool kf_broadcast_strides(const int64_t* vs, int vrank, const int64_t* dims,\n"
-         "                                 int rank, int64_t* st) {\n"
-         "  int64_t stride = 1;\n"
-         "  for (int d = rank - 1; d >= 0; --d) {\n"
-         "    const int j = d - (rank - vrank);\n"
-         "    if (j < 0) {\n      st[d] = 0;\n      continue;\n    }\n"
-         "    if (vs[j] == dims[d]) {\n      st[d] = dims[d] == 1 ? 0 : stride;\n"
-         "    } else if (vs[j] == 1) {\n      st[d] = 0;\n"
-         "    } else {\n      return false;\n    }\n"
-         "    stride *= vs[j];\n"
-         "  }\n"
-         "  return true;\n"
-         "}\n\n";
-  }
+                   options_.chunk_elements);
+  const bool poly = options_.poly_math;
+  ChainMath math;
+  math.qualifier = "static inline";
+  math.exp = poly ? std::string(KernelExpSource())
+                  : "static inline float kf_exp(float x) { return std::exp(x); }\n";
+  math.tanh = poly ? std::string(KernelTanhSource())
+                   : "static inline float kf_tanh(float x) { return std::tanh(x); }\n";
+  math.erf = poly ? std::string(KernelErfSource())
+                  : "static inline float kf_erf(float x) { return std::erf(x); }\n";
+  s += ChainHelperSource(helpers, math);
+  s += "\n" + chain_.HostHelpers();
   s += body + "\n";
-  if (traits_.strided) s += RowsFunction() + "\n";
-  s += RunFunction(options);
+  if (chain_.traits().strided) s += RowsFunction() + "\n";
+  s += RunFunction();
   return s;
 }
 
 }  // namespace
 
+bool IsChainFamily(std::string_view family) {
+  return IsOneOf(family, {"elementwise", "gelu_erf", "gelu_tanh", "silu"});
+}
+
 Result<ElementwiseTraits> AnalyzeElementwiseChain(const Graph& spec) {
-  ChainCompiler compiler(spec);
-  KF_RETURN_IF_ERROR(compiler.Analyze());
-  return compiler.traits();
+  KF_ASSIGN_OR_RETURN(ElementwiseChain chain, ElementwiseChain::Analyze(spec, ChainTarget::kCpu));
+  return chain.traits();
 }
 
 Result<std::string> RenderElementwiseChain(const Graph& spec, const ElementwiseOptions& options) {
-  ChainCompiler compiler(spec);
-  KF_RETURN_IF_ERROR(compiler.Analyze());
-  return compiler.Emit(options);
+  KF_ASSIGN_OR_RETURN(ElementwiseChain chain, ElementwiseChain::Analyze(spec, ChainTarget::kCpu));
+  return CpuChainRenderer(chain, options).Emit();
 }
 
 }  // namespace kfleet::agents

@@ -10,13 +10,6 @@
 namespace kfleet::agents {
 namespace {
 
-// Activation subgraphs the partitioner names on their own (a lone GELU or SiLU) are elementwise
-// chains too; nothing else renders them.
-bool IsChainFamily(const std::string& family) {
-  return family == "elementwise" || family == "gelu_erf" || family == "gelu_tanh" ||
-         family == "silu";
-}
-
 class ElementwiseTemplate : public TemplateFamily {
  public:
   std::string_view name() const override { return "elementwise"; }

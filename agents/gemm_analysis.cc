@@ -69,7 +69,8 @@ bool SwapsLastTwo(const Graph& g, const Node& node) {
 
 class GemmAnalyzer {
  public:
-  explicit GemmAnalyzer(const SpecView& spec) : spec_(spec), g_(*spec.graph) {}
+  GemmAnalyzer(const SpecView& spec, const GemmAnalysisOptions& options)
+      : spec_(spec), g_(*spec.graph), options_(options) {}
 
   Result<GemmPlan> Run() {
     if (spec_.family.rfind("gemm", 0) != 0) {
@@ -83,8 +84,8 @@ class GemmAnalyzer {
       return InvalidArgument(
           fmt::format("{} is not a MatMul or Gemm", planner::DescribeNode(anchor)));
     }
-    for (int v : g_.inputs) KF_RETURN_IF_ERROR(CheckF32(v));
-    for (int v : g_.outputs) KF_RETURN_IF_ERROR(CheckF32(v));
+    for (int v : g_.inputs) KF_RETURN_IF_ERROR(CheckDType(v));
+    for (int v : g_.outputs) KF_RETURN_IF_ERROR(CheckDType(v));
     if (g_.outputs.size() != 1) {
       return InvalidArgument(
           fmt::format("the GEMM templates write one output; the spec has {}", g_.outputs.size()));
@@ -102,15 +103,30 @@ class GemmAnalyzer {
                                            planner::DescribeNode(g_.nodes[n])));
       }
     }
+    plan_.blas_epilogue = RecognizeBlasEpilogue(anchor);
     return plan_;
   }
 
  private:
-  Status CheckF32(int value) const {
+  // Every tensor has one element type: f32, or with options_.half_types also f16 or bf16.
+  Status CheckDType(int value) {
     const planner::Value& v = g_.values[value];
-    if (v.dtype != planner::DType::kF32) {
+    const planner::DType t = v.dtype;
+    if (!options_.half_types && t != planner::DType::kF32) {
       return InvalidArgument(fmt::format("the GEMM templates support f32 only; {} is {}", v.name,
-                                         planner::DTypeName(v.dtype)));
+                                         planner::DTypeName(t)));
+    }
+    if (t != planner::DType::kF32 && t != planner::DType::kF16 && t != planner::DType::kBF16) {
+      return InvalidArgument(fmt::format("the GEMM templates support f32, f16 and bf16; {} is {}",
+                                         v.name, planner::DTypeName(t)));
+    }
+    if (first_typed_ < 0) {
+      first_typed_ = value;
+      plan_.dtype = t;
+    } else if (t != plan_.dtype) {
+      return InvalidArgument(fmt::format(
+          "{} is {} but {} is {}; the GEMM templates need one type", v.name, planner::DTypeName(t),
+          g_.values[first_typed_].name, planner::DTypeName(plan_.dtype)));
     }
     if (!v.has_shape) return InvalidArgument(fmt::format("{} has no known shape", v.name));
     return Status::Ok();
@@ -283,7 +299,7 @@ class GemmAnalyzer {
             fmt::format("{}: the epilogue needs one output per op", planner::DescribeNode(node)));
       }
       const int out = node.outputs[0];
-      KF_RETURN_IF_ERROR(CheckF32(out));
+      KF_RETURN_IF_ERROR(CheckDType(out));
       if (planner::NumElements(ShapeOf(out)) != numel) {
         return InvalidArgument(fmt::format("{} changes the element count of the GEMM result",
                                            planner::DescribeNode(node)));
@@ -340,6 +356,9 @@ class GemmAnalyzer {
       index = static_cast<int>(plan_.operands.size());
       plan_.operands.push_back({input, broadcast});
     }
+    // A value read with two broadcasts has no single operand.
+    auto [known, inserted] = operand_of_.emplace(value, index);
+    if (!inserted && known->second != index) known->second = -1;
     const bool per_element = broadcast == OperandBroadcast::kRow ||
                              broadcast == OperandBroadcast::kFull ||
                              broadcast == OperandBroadcast::kMatrix;
@@ -496,9 +515,168 @@ class GemmAnalyzer {
     return Status::Ok();
   }
 
+  // ---- BlasEpilogue recognition, on the analyzed graph ----
+
+  // The epilogue as activation(alpha * acc + bias + residual), or nullopt.
+  std::optional<BlasEpilogue> RecognizeBlasEpilogue(const Node& anchor) const {
+    BlasEpilogue form;
+    if (anchor.op_type == "Gemm") {
+      form.alpha = anchor.FloatAttr("alpha", 1.0);
+      const double beta = anchor.FloatAttr("beta", 1.0);
+      if (anchor.inputs.size() > 2 && anchor.inputs[2] >= 0 && beta != 0.0) {
+        if (beta != 1.0 || !AddTerm(anchor.inputs[2], form)) return std::nullopt;
+      }
+    }
+    // The linear part: views of the running value and Adds of a bias or a residual to it.
+    int x = anchor.outputs[0];
+    size_t i = static_cast<size_t>(spec_.anchor) + 1;
+    for (; i < g_.nodes.size(); ++i) {
+      const Node& node = g_.nodes[i];
+      const auto reads = [&](int v) {
+        return std::count(node.inputs.begin(), node.inputs.end(), v);
+      };
+      if (std::none_of(node.inputs.begin(), node.inputs.end(),
+                       [&](int v) { return running_.count(v) > 0; })) {
+        continue;  // a view of an operand
+      }
+      if (reads(x) == 0) return std::nullopt;  // an earlier value of the result is read again
+      if (IsShapeView(node.op_type)) {
+        x = node.outputs[0];
+        continue;
+      }
+      if (node.op_type != "Add" || node.inputs.size() != 2 || reads(x) != 1) break;
+      const int term = node.inputs[0] == x ? node.inputs[1] : node.inputs[0];
+      if (running_.count(term) > 0 || !AddTerm(term, form)) break;
+      x = node.outputs[0];
+    }
+    if (i == g_.nodes.size()) return x == g_.outputs[0] ? std::optional(form) : std::nullopt;
+    // The rest must be one function of x alone; it is an activation when it agrees with one on
+    // points across the range (far out too, so that Clip(x, 0, 6) is not taken for a Relu), as
+    // closely as the element type can tell: f16 / bf16 specs carry their constants rounded.
+    const double tolerance = plan_.dtype == planner::DType::kBF16  ? 8e-3
+                             : plan_.dtype == planner::DType::kF16 ? 1e-3
+                                                                   : 1e-5;
+    bool relu = true;
+    bool gelu = true;
+    for (double s : {-30.0, -6.0, -3.0, -1.5, -1.0, -0.5, -0.125, -1e-3, 0.0, 1e-3, 0.125, 0.5, 1.0,
+                     1.5, 3.0, 6.0, 30.0, 1e4, 1e30}) {
+      const std::optional<double> y = EvaluateFrom(i, x, s);
+      if (!y) return std::nullopt;
+      const auto near = [&](double want) {
+        return std::fabs(*y - want) <= tolerance * (std::fabs(want) + 1.0);
+      };
+      relu = relu && near(s > 0 ? s : 0.0);
+      gelu = gelu &&
+             near(0.5 * s * (1.0 + std::tanh(0.7978845608028654 * (s + 0.044715 * s * s * s))));
+    }
+    if (!relu && !gelu) return std::nullopt;
+    form.activation = relu ? GemmActivation::kRelu : GemmActivation::kGeluTanh;
+    return form;
+  }
+
+  // Takes operand `value` as the form's bias ([N]) or residual (the full result) if that slot is
+  // free.
+  bool AddTerm(int value, BlasEpilogue& form) const {
+    auto it = operand_of_.find(value);
+    if (it == operand_of_.end() || it->second < 0) return false;  // a constant, or ambiguous
+    const OperandBroadcast broadcast = plan_.operands[it->second].broadcast;
+    if (broadcast == OperandBroadcast::kRow && form.bias < 0) {
+      form.bias = it->second;
+      return true;
+    }
+    if (broadcast == OperandBroadcast::kFull && form.residual < 0) {
+      form.residual = it->second;
+      return true;
+    }
+    return false;
+  }
+
+  std::optional<double> ConstantScalar(int value) const {
+    const planner::Value& v = g_.values[value];
+    if (v.kind != planner::ValueKind::kConstant || !v.constant.has_value()) return std::nullopt;
+    const planner::ConstantData& c = *v.constant;
+    if (c.floats.size() + c.ints.size() != 1) return std::nullopt;
+    return c.floats.empty() ? static_cast<double>(c.ints[0]) : c.floats[0];
+  }
+
+  // The spec's output in double when the value `x` (read by node `first`) is `value`, or nullopt
+  // when the nodes from `first` read anything but x, values computed from it and scalar constants.
+  std::optional<double> EvaluateFrom(size_t first, int x, double value) const {
+    std::map<int, double> known = {{x, value}};
+    for (size_t i = first; i < g_.nodes.size(); ++i) {
+      const Node& node = g_.nodes[i];
+      if (std::none_of(node.inputs.begin(), node.inputs.end(),
+                       [&](int v) { return running_.count(v) > 0; })) {
+        continue;
+      }
+      std::vector<std::optional<double>> args;
+      // A view's other inputs (Reshape's shape) are not values of the result.
+      const size_t reads = IsShapeView(node.op_type) ? 1 : node.inputs.size();
+      for (size_t k = 0; k < reads; ++k) {
+        const int v = node.inputs[k];
+        if (v < 0) {
+          args.emplace_back();  // an optional input left out
+          continue;
+        }
+        auto it = known.find(v);
+        const std::optional<double> arg = it != known.end() ? it->second : ConstantScalar(v);
+        if (!arg) return std::nullopt;
+        args.push_back(arg);
+      }
+      const std::optional<double> y = Apply(node, args);
+      if (!y) return std::nullopt;
+      known[node.outputs[0]] = *y;
+    }
+    auto it = known.find(g_.outputs[0]);
+    return it != known.end() ? std::optional(it->second) : std::nullopt;
+  }
+
+  // One epilogue op in double (the ops EmitOp accepts).
+  static std::optional<double> Apply(const Node& node,
+                                     const std::vector<std::optional<double>>& args) {
+    const std::string& op = node.op_type;
+    if (args.empty() || !args[0]) return std::nullopt;
+    const double a = *args[0];
+    if (IsShapeView(op)) return a;
+    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow") {
+      if (args.size() != 2 || !args[1]) return std::nullopt;
+      const double b = *args[1];
+      return op == "Add"   ? a + b
+             : op == "Sub" ? a - b
+             : op == "Mul" ? a * b
+             : op == "Div" ? a / b
+                           : std::pow(a, b);
+    }
+    if (op == "Relu") return a > 0 ? a : 0.0;
+    if (op == "Tanh") return std::tanh(a);
+    if (op == "Erf") return std::erf(a);
+    if (op == "Sigmoid") return 1.0 / (1.0 + std::exp(-a));
+    if (op == "Gelu") {
+      if (node.StringAttr("approximate", "none") == "tanh") {
+        return 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
+      }
+      return 0.5 * a * (1.0 + std::erf(a * 0.7071067811865476));
+    }
+    if (op == "Clip") {
+      double y = a;
+      const auto bound = [&](size_t i, std::string_view attr) -> std::optional<double> {
+        if (args.size() > i && args[i]) return args[i];
+        if (node.HasAttr(attr)) return node.FloatAttr(attr, 0.0);
+        return std::nullopt;
+      };
+      if (const std::optional<double> lo = bound(1, "min"); lo && y < *lo) y = *lo;
+      if (const std::optional<double> hi = bound(2, "max"); hi && y > *hi) y = *hi;
+      return y;
+    }
+    return std::nullopt;
+  }
+
   const SpecView& spec_;
   const Graph& g_;
+  const GemmAnalysisOptions options_;
   GemmPlan plan_;
+  int first_typed_ = -1;                // the value whose dtype is plan_.dtype
+  std::map<int, int> operand_of_;       // value id -> its index in plan_.operands (-1: ambiguous)
   std::set<int> used_;                  // nodes the plan accounts for
   std::map<int, std::string> running_;  // value id -> C++ expression, for values of the result
   int64_t m_ = 0;
@@ -585,30 +763,26 @@ std::string RenderShapes(const GemmPlan& plan) {
 
 }  // namespace
 
-Result<GemmPlan> AnalyzeGemm(const SpecView& spec) {
+Result<GemmPlan> AnalyzeGemm(const SpecView& spec, const GemmAnalysisOptions& options) {
   if (spec.graph == nullptr) return InvalidArgument("the spec view has no graph");
-  return GemmAnalyzer(spec).Run();
+  return GemmAnalyzer(spec, options).Run();
 }
 
-std::string RenderGemmPrelude(const GemmPlan& plan) {
-  std::string s =
-      "#include <omp.h>\n\n#include <cmath>\n#include <cstdint>\n#include <cstdlib>\n\n"
-      "#include \"kfleet/kernel.h\"\n";
-  if (plan.uses_exp) s += KernelExpSource();
-  if (plan.uses_tanh) s += KernelTanhSource();
-  if (plan.uses_erf) s += KernelErfSource();
+std::string RenderGemmArgs(const GemmPlan& plan, std::string_view element,
+                           std::string_view dtype_code) {
   const size_t ops = plan.operands.size();
-  s += R"(
+  std::string s = fmt::format(R"(
 // One GEMM problem read from the runtime shapes: C[b] (m x n) = epilogue(A[b] (m x k) * B[b]).
-struct GemmArgs {
+struct GemmArgs {{
   int64_t batch, m, n, k;
   int64_t lda, ldb;              // leading dims of A and B as stored
   int64_t a_stride, b_stride;    // elements between batches, 0 when broadcast over them
-  const float* a;
-  const float* b;
-  float* c;
-)";
-  if (ops > 0) s += fmt::format("  const float* op[{}];        // epilogue operands\n", ops);
+  const {0}* a;
+  const {0}* b;
+  {0}* c;
+)",
+                              element);
+  if (ops > 0) s += fmt::format("  const {}* op[{}];        // epilogue operands\n", element, ops);
   s += R"(};
 
 static int64_t DimProduct(const kf_tensor& t, int from, int to) {
@@ -625,11 +799,11 @@ static int ReadGemmArgs(const kf_tensor* in, int32_t n_in, kf_tensor* out, int32
   s += fmt::format("  if (n_in != {} || n_out != 1) return KF_ERR_INVALID_ARGUMENT;\n",
                    plan.input_ranks.size());
   s += fmt::format(
-      "  for (int i = 0; i < {}; ++i) {{\n"
-      "    if (in[i].dtype != KF_F32 || in[i].ndim != kRanks[i]) return KF_ERR_INVALID_ARGUMENT;\n"
+      "  for (int i = 0; i < {0}; ++i) {{\n"
+      "    if (in[i].dtype != {2} || in[i].ndim != kRanks[i]) return KF_ERR_INVALID_ARGUMENT;\n"
       "  }}\n"
-      "  if (out[0].dtype != KF_F32 || out[0].ndim != {}) return KF_ERR_INVALID_ARGUMENT;\n",
-      plan.input_ranks.size(), plan.output_rank);
+      "  if (out[0].dtype != {2} || out[0].ndim != {1}) return KF_ERR_INVALID_ARGUMENT;\n",
+      plan.input_ranks.size(), plan.output_rank, dtype_code);
   s += RenderShapes(plan);
   s += fmt::format(
       "  if (DimProduct(out[0], 0, {}) != g->batch * g->m * g->n) return "
@@ -639,16 +813,28 @@ static int ReadGemmArgs(const kf_tensor* in, int32_t n_in, kf_tensor* out, int32
     const EpilogueOperand& op = plan.operands[k];
     s += fmt::format(
         "  if (DimProduct(in[{0}], 0, {1}) != {2}) return KF_ERR_INVALID_ARGUMENT;\n"
-        "  g->op[{3}] = static_cast<const float*>(in[{0}].data);\n",
-        op.input, plan.input_ranks[op.input], ExpectedCount(op.broadcast), k);
+        "  g->op[{3}] = static_cast<const {4}*>(in[{0}].data);\n",
+        op.input, plan.input_ranks[op.input], ExpectedCount(op.broadcast), k, element);
   }
   s += fmt::format(
-      "  g->a = static_cast<const float*>(in[{}].data);\n"
-      "  g->b = static_cast<const float*>(in[{}].data);\n"
-      "  g->c = static_cast<float*>(out[0].data);\n"
+      "  g->a = static_cast<const {2}*>(in[{0}].data);\n"
+      "  g->b = static_cast<const {2}*>(in[{1}].data);\n"
+      "  g->c = static_cast<{2}*>(out[0].data);\n"
       "  return KF_OK;\n}}\n",
-      plan.a.input, plan.b.input);
+      plan.a.input, plan.b.input, element);
+  return s;
+}
+
+std::string RenderGemmPrelude(const GemmPlan& plan) {
+  std::string s =
+      "#include <omp.h>\n\n#include <cmath>\n#include <cstdint>\n#include <cstdlib>\n\n"
+      "#include \"kfleet/kernel.h\"\n";
+  if (plan.uses_exp) s += KernelExpSource();
+  if (plan.uses_tanh) s += KernelTanhSource();
+  if (plan.uses_erf) s += KernelErfSource();
+  s += RenderGemmArgs(plan, "float", "KF_F32");
   if (plan.statements.empty() && plan.result == "acc") return s;
+  const size_t ops = plan.operands.size();
 
   std::vector<std::string> params = {"float* __restrict y", "int64_t cols"};
   std::vector<std::string> args = {"g.c + (b * g.m + i) * g.n + j0", "j1 - j0"};

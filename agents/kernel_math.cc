@@ -66,10 +66,89 @@ constexpr std::string_view kErf = R"(static inline float kf_erf(float x) {
 }
 )";
 
+constexpr std::string_view kCudaStorage =
+    R"(__device__ __forceinline__ float kf_ld(float v) { return v; }
+__device__ __forceinline__ float kf_ld(__half v) { return __half2float(v); }
+__device__ __forceinline__ float kf_ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ bool kf_ld(uint8_t v) { return v != 0; }
+__device__ __forceinline__ int64_t kf_ld(int64_t v) { return v; }
+__device__ __forceinline__ void kf_st(float& d, float v) { d = v; }
+__device__ __forceinline__ void kf_st(__half& d, float v) { d = __float2half_rn(v); }
+__device__ __forceinline__ void kf_st(__nv_bfloat16& d, float v) { d = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void kf_st(uint8_t& d, bool v) { d = v ? 1 : 0; }
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) kf_pack {
+  T v[V];
+};
+
+template <int V, typename T>
+__device__ __forceinline__ kf_pack<T, V> kf_load(const T* p) {
+  return *reinterpret_cast<const kf_pack<T, V>*>(p);
+}
+
+template <int V, typename T>
+static bool kf_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * V) == 0;
+}
+)";
+
 }  // namespace
 
 std::string_view KernelExpSource() { return kExp; }
 std::string_view KernelTanhSource() { return kTanh; }
 std::string_view KernelErfSource() { return kErf; }
+std::string_view CudaStorageSource() { return kCudaStorage; }
+
+std::string_view KernelStorageType(planner::DType dtype) {
+  switch (dtype) {
+    case planner::DType::kF32:
+      return "float";
+    case planner::DType::kF16:
+      return "__half";
+    case planner::DType::kBF16:
+      return "__nv_bfloat16";
+    case planner::DType::kF64:
+      return "double";
+    case planner::DType::kI64:
+      return "int64_t";
+    case planner::DType::kI32:
+      return "int32_t";
+    case planner::DType::kI16:
+      return "int16_t";
+    case planner::DType::kI8:
+      return "int8_t";
+    case planner::DType::kU8:
+    case planner::DType::kBool:
+      return "uint8_t";
+  }
+  return "float";
+}
+
+std::string_view KernelAbiDType(planner::DType dtype) {
+  switch (dtype) {
+    case planner::DType::kF32:
+      return "KF_F32";
+    case planner::DType::kF16:
+      return "KF_F16";
+    case planner::DType::kBF16:
+      return "KF_BF16";
+    case planner::DType::kF64:
+      return "KF_F64";
+    case planner::DType::kI64:
+      return "KF_I64";
+    case planner::DType::kI32:
+      return "KF_I32";
+    case planner::DType::kI16:
+      return "KF_I16";
+    case planner::DType::kI8:
+      return "KF_I8";
+    case planner::DType::kU8:
+      return "KF_U8";
+    case planner::DType::kBool:
+      return "KF_BOOL";
+  }
+  return "KF_F32";
+}
 
 }  // namespace kfleet::agents

@@ -35,7 +35,7 @@ Shape StripLeadingOnes(const Shape& shape) {
 
 class RowAnalyzer {
  public:
-  explicit RowAnalyzer(const Graph& graph) : g_(graph) {
+  RowAnalyzer(const Graph& graph, RowDTypes dtypes) : g_(graph), dtypes_(dtypes) {
     for (size_t k = 0; k < g_.inputs.size(); ++k) input_of_[g_.inputs[k]] = static_cast<int>(k);
     plan_.inputs.resize(g_.inputs.size());
     classified_.assign(g_.inputs.size(), false);
@@ -50,8 +50,8 @@ class RowAnalyzer {
       return InvalidArgument("the spec has no anchor node");
     }
     KF_RETURN_IF_ERROR(MatchCore(spec.family, spec.anchor));
-    for (int v : g_.inputs) KF_RETURN_IF_ERROR(CheckF32(v));
-    KF_RETURN_IF_ERROR(CheckF32(g_.outputs[0]));
+    for (int v : g_.inputs) KF_RETURN_IF_ERROR(CheckDType(v));
+    KF_RETURN_IF_ERROR(CheckDType(g_.outputs[0]));
     const Shape& x_shape = V(x_).shape;
     const size_t row_axes = x_shape.size() - static_cast<size_t>(plan_.reduced_axes);
     for (size_t d = 0; d < x_shape.size(); ++d) (d < row_axes ? rows_ : cols_) *= x_shape[d];
@@ -107,10 +107,23 @@ class RowAnalyzer {
     return c && std::abs(*c - target) <= 1e-6 * std::max(1.0, std::abs(target));
   }
 
-  Status CheckF32(int value) const {
-    if (V(value).dtype != planner::DType::kF32) {
-      return InvalidArgument(fmt::format("rownorm supports f32 only; {} is {}", V(value).name,
-                                         planner::DTypeName(V(value).dtype)));
+  bool IsRowDType(planner::DType dtype) const {
+    return dtype == planner::DType::kF32 ||
+           (dtypes_ == RowDTypes::kF32AndHalf &&
+            (dtype == planner::DType::kF16 || dtype == planner::DType::kBF16));
+  }
+
+  // A cast to a float type the kernel computes in f32 anyway (ONNX codes: 1 f32, 10 f16, 16 bf16).
+  bool IsFloatCast(int node) const {
+    const int64_t to = N(node).IntAttr("to", 0);
+    return to == 1 || (dtypes_ == RowDTypes::kF32AndHalf && (to == 10 || to == 16));
+  }
+
+  Status CheckDType(int value) const {
+    if (!IsRowDType(V(value).dtype)) {
+      return InvalidArgument(fmt::format("rownorm supports {} only; {} is {}",
+                                         dtypes_ == RowDTypes::kF32 ? "f32" : "f32, f16 and bf16",
+                                         V(value).name, planner::DTypeName(V(value).dtype)));
     }
     return Status::Ok();
   }
@@ -415,7 +428,7 @@ class RowAnalyzer {
       if (op == "Reciprocal") return fmt::format("(1.0f / {})", args[0]);
       if (op == "Relu") return fmt::format("({0} < 0.0f ? 0.0f : {0})", args[0]);
       if (op == "Identity") return args[0];
-      if (op == "Cast" && N(node).IntAttr("to", 0) == 1) return args[0];
+      if (op == "Cast" && IsFloatCast(node)) return args[0];
     }
     if (op == "Dropout" && (In(node, 2) < 0 || IsConstantNear(In(node, 2), 0))) return args[0];
     return Fail(node, "rownorm does not fuse this elementwise op");
@@ -508,6 +521,7 @@ class RowAnalyzer {
   }
 
   const Graph& g_;
+  const RowDTypes dtypes_;
   std::map<int, int> input_of_;  // value id -> spec input index
   RowPlan plan_;
   std::vector<bool> classified_;  // per spec input: plan_.inputs[k] is set
@@ -529,9 +543,9 @@ bool WritesOnePerRow(RowKind kind) {
          kind == RowKind::kReduceMax || kind == RowKind::kReduceMin;
 }
 
-Result<RowPlan> AnalyzeRowSpec(const SpecView& spec) {
+Result<RowPlan> AnalyzeRowSpec(const SpecView& spec, RowDTypes dtypes) {
   if (spec.graph == nullptr) return InvalidArgument("the spec has no graph");
-  return RowAnalyzer(*spec.graph).Run(spec);
+  return RowAnalyzer(*spec.graph, dtypes).Run(spec);
 }
 
 }  // namespace kfleet::agents

@@ -46,8 +46,12 @@ struct RowPlan {
   std::string description;  // "LayerNorm (decomposed, eps 1e-05) + Mul + Add", for people
 };
 
+// The tensor dtypes a row kernel takes: f32 (the CPU kernel), or also f16 and bf16, which the
+// CUDA kernel loads into f32 and rounds once on store.
+enum class RowDTypes { kF32, kF32AndHalf };
+
 // Ok when the whole spec is one row pattern this analyzer knows; otherwise why not.
-Result<RowPlan> AnalyzeRowSpec(const SpecView& spec);
+Result<RowPlan> AnalyzeRowSpec(const SpecView& spec, RowDTypes dtypes = RowDTypes::kF32);
 
 // True for kinds that write one element per row (reductions) rather than a whole row.
 bool WritesOnePerRow(RowKind kind);

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "agents/conv_template.h"
+#include "agents/cuda_templates.h"
 #include "agents/elementwise_template.h"
 #include "agents/gemm_template.h"
 #include "agents/rownorm_template.h"
@@ -68,6 +69,21 @@ std::vector<std::unique_ptr<TemplateFamily>> CpuTemplateFamilies() {
   families.push_back(MakeConvIm2colTemplate());
   families.push_back(MakeConvDirectTemplate());
   return families;
+}
+
+std::vector<std::unique_ptr<TemplateFamily>> CudaTemplateFamilies() {
+  std::vector<std::unique_ptr<TemplateFamily>> families;
+  families.push_back(MakeCudaElementwiseTemplate());
+  families.push_back(MakeCudaRowNormTemplate());
+  families.push_back(MakeCudaGemmLtTemplate());
+  families.push_back(MakeCudaAttentionTemplate());
+  return families;
+}
+
+Result<std::vector<std::unique_ptr<TemplateFamily>>> TemplateFamiliesFor(std::string_view backend) {
+  if (backend.empty() || backend == "cpu") return CpuTemplateFamilies();
+  if (backend == "cuda") return CudaTemplateFamilies();
+  return InvalidArgument(fmt::format("no template families for backend '{}' (cpu, cuda)", backend));
 }
 
 }  // namespace kfleet::agents

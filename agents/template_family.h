@@ -59,5 +59,9 @@ Status CheckParams(const std::vector<ParamSpace>& space, const Params& params);
 
 // Every CPU template family, in a fixed order.
 std::vector<std::unique_ptr<TemplateFamily>> CpuTemplateFamilies();
+// Every CUDA template family (agents/cuda_templates.h), in a fixed order.
+std::vector<std::unique_ptr<TemplateFamily>> CudaTemplateFamilies();
+// The families of a backend: "cpu" (or empty) and "cuda"; InvalidArgument for another.
+Result<std::vector<std::unique_ptr<TemplateFamily>>> TemplateFamiliesFor(std::string_view backend);
 
 }  // namespace kfleet::agents

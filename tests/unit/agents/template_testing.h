@@ -13,6 +13,7 @@
 #include "agents/template_family.h"
 #include "common/files.h"
 #include "common/temp_dir.h"
+#include "eval/device.h"
 #include "eval/launcher.h"
 #include "eval/toolchain.h"
 #include "planner/cost_model.h"
@@ -137,6 +138,83 @@ inline void ExpectRenderedKernelPasses(Evaluator& evaluator, const TemplateFamil
                              << "\n"
                              << report.compile.log << "\n--- source ---\n"
                              << kernel->source;
+}
+
+// The CUDA side: renders compile with nvcc wherever nvcc is (CI has it, no GPU), and run through
+// the sandboxed harness on device 0 where a GPU is usable.
+class CudaEvaluator {
+ public:
+  CudaEvaluator() {
+    Result<TempDir> dir = TempDir::Create("kfleet-agents-cuda-test");
+    EXPECT_TRUE(dir.ok());
+    dir_ = std::make_unique<TempDir>(std::move(*dir));
+    gpu_ = eval::CheckDevice("cuda", 0);
+    std::string arch = "sm_90";  // what CI compiles for without a GPU
+    if (gpu_.ok()) {
+      Result<eval::CudaDeviceSummary> summary = eval::DescribeCudaDevice(0);
+      if (summary.ok()) arch = summary->arch;
+    }
+    eval::CompileOptions compile = eval::CudaCompileOptions(arch);
+    compile.cache_dir = dir_->path() / "cache";
+    Result<std::unique_ptr<eval::Toolchain>> toolchain = eval::MakeCudaToolchain(compile);
+    nvcc_ = toolchain.status();
+    if (toolchain.ok()) toolchain_ = std::move(*toolchain);
+  }
+  // Why nothing can be compiled here (no nvcc), or Ok.
+  const Status& nvcc() const { return nvcc_; }
+  // Why no kernel can run here (no GPU), or Ok.
+  const Status& gpu() const { return gpu_; }
+
+  // Compiles only; the log on failure.
+  eval::CompiledKernel Compile(const std::string& source) {
+    Result<eval::CompiledKernel> compiled = toolchain_->Compile(source);
+    EXPECT_TRUE(compiled.ok()) << compiled.status().ToString();
+    return compiled.ok() ? *compiled : eval::CompiledKernel{};
+  }
+
+  eval::EvalReport Evaluate(const Spec& spec, const std::string& source, bool profile = false) {
+    const std::filesystem::path spec_path = dir_->path() / "spec.onnx";
+    EXPECT_TRUE(WriteFileAtomic(spec_path, spec.bytes).ok());
+    eval::HarnessOptions harness;
+    harness.backend = "cuda";
+    harness.profile = profile;
+    harness.profile_budget_s = 0.3;
+    eval::LaunchOptions launch;
+    launch.harness = KFLEET_HARNESS_PATH;
+    launch.call_timeout_ms = 10'000;
+    launch.timeout_ms = 120'000;
+    Result<eval::EvalReport> report =
+        eval::EvaluateSource(spec_path, source, *toolchain_, harness, launch);
+    EXPECT_TRUE(report.ok()) << report.status().ToString();
+    return report.ok() ? *report : eval::EvalReport{};
+  }
+
+ private:
+  std::unique_ptr<TempDir> dir_;
+  std::unique_ptr<eval::Toolchain> toolchain_;
+  Status nvcc_ = Status::Ok();
+  Status gpu_ = Status::Ok();
+};
+
+// Renders `params` and compiles the source with nvcc (skipping the test without nvcc); where a
+// GPU is usable also evaluates it and expects every test stage to pass.
+inline void ExpectCudaKernelPasses(CudaEvaluator& evaluator, const TemplateFamily& family,
+                                   const Spec& spec, const Params& params) {
+  std::string params_text;
+  for (const auto& [k, v] : params) params_text += k + "=" + v + " ";
+  Result<RenderedKernel> kernel = family.Render(spec.view, params);
+  ASSERT_TRUE(kernel.ok()) << family.name() << " on " << spec.name << " [" << params_text
+                           << "]: " << kernel.status().ToString();
+  if (!evaluator.nvcc().ok()) GTEST_SKIP() << "no nvcc: " << evaluator.nvcc().message();
+  eval::CompiledKernel compiled = evaluator.Compile(kernel->source);
+  ASSERT_TRUE(compiled.ok) << family.name() << " on " << spec.name << " [" << params_text
+                           << "] does not compile:\n"
+                           << compiled.log << "\n"
+                           << kernel->source;
+  if (!evaluator.gpu().ok()) return;  // compiled; nothing to run it on here
+  eval::EvalReport report = evaluator.Evaluate(spec, kernel->source);
+  EXPECT_TRUE(report.passed) << family.name() << " on " << spec.name << " [" << params_text
+                             << "] failed at " << report.failed_stage << ": " << report.reason;
 }
 
 }  // namespace kfleet::agents::testing
