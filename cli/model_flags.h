@@ -16,6 +16,7 @@
 #include "planner/cost_model.h"
 #include "planner/cpu_calibration.h"
 #include "planner/graph.h"
+#include "planner/onnx_import.h"
 
 namespace kfleet::cli {
 
@@ -42,13 +43,7 @@ inline Result<std::map<std::string, int64_t>> ParseDims(const std::vector<std::s
 
 // `--dtype`: empty means as exported; otherwise a floating dtype the model is converted to.
 inline Result<std::optional<planner::DType>> ParseComputeDtype(const std::string& text) {
-  if (text.empty()) return std::optional<planner::DType>();
-  Result<planner::DType> dtype = planner::ParseDType(text);
-  if (!dtype.ok()) return dtype.status().WithContext("--dtype");
-  if (!planner::IsFloat(*dtype)) {
-    return InvalidArgument("--dtype must be a floating type: fp32, fp16 or bf16");
-  }
-  return std::optional<planner::DType>(*dtype);
+  return planner::ParseComputeDtype(text);
 }
 
 // The target device: the built-in catalog, overridden by `devices_path` (a catalog file) when

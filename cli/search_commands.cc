@@ -40,6 +40,7 @@ std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), tex
 struct SearchFlags {
   std::string model;
   std::string target = "cpu";
+  std::string dtype;
   std::string budget = "10m";
   uint32_t top = 0;
   std::string name;
@@ -91,6 +92,7 @@ uint64_t Submit(Client& client, const SearchFlags& flags) {
   submit.setBudgetMs(static_cast<uint64_t>(budget_ms));
   submit.setPriority(flags.priority);
   submit.setTop(flags.top);
+  submit.setDtype(flags.dtype);
   auto model = submit.initModel();
   model.setFileName(file_name);
   model.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes->data()), bytes->size()));
@@ -378,8 +380,13 @@ void RegisterSearchCommands(CLI::App& app, std::shared_ptr<const ClientFlags> cl
   auto add_model_flags = [&](CLI::App* command) {
     command->add_option("model", flags->model, "ONNX model (.onnx, or ONNX text .onnxtxt)")
         ->required();
-    command->add_option("--target", flags->target, "cpu (cuda and hip search come later)")
+    command
+        ->add_option("--target", flags->target,
+                     "cpu, or cuda (kernels for the NVIDIA GPUs of the workers; hip later)")
+        ->check(CLI::IsMember({"cpu", "cuda", "hip"}))
         ->capture_default_str();
+    command->add_option("--dtype", flags->dtype,
+                        "Precision the model runs in: fp32, fp16 or bf16 (default: as exported)");
     command->add_option("--budget", flags->budget, "Search wall time: 90s, 10m, 1h30m")
         ->capture_default_str();
     command->add_option("--top", flags->top,

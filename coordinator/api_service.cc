@@ -189,6 +189,7 @@ Status ApiService::Submit(const std::string& routing_id, msg::SubmitRequest::Rea
     submission.target = FromWire(request.getTarget());
     submission.budget_ms = static_cast<int64_t>(request.getBudgetMs());
     submission.top = request.getTop();
+    submission.dtype = Text(request.getDtype());
     submission.priority = request.getPriority();
     KF_ASSIGN_OR_RETURN(int64_t job_id, conductor_.SubmitModel(submission));
     KF_RETURN_IF_ERROR(scheduler_.JobSubmitted(job_id));

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -159,7 +160,9 @@ Status Conductor::Enqueue(const JobRow& job, TaskKind kind, std::optional<int64_
   task.candidate_id = candidate_id;
   task.kind = kind;
   task.priority = job.priority + priority_bonus;
-  task.backend = job.target;
+  // Planning and rendering are CPU work whatever the target: any worker's CPU slot will do.
+  task.backend =
+      kind == TaskKind::kPlan || kind == TaskKind::kCode ? storage::Backend::kCpu : job.target;
   task.exclusive_device = exclusive;
   task.payload = std::move(payload);
   task.timeout_ms = timeout_ms;
@@ -169,15 +172,17 @@ Status Conductor::Enqueue(const JobRow& job, TaskKind kind, std::optional<int64_
 }
 
 Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
-  if (submission.target != storage::Backend::kCpu) {
+  if (submission.target == storage::Backend::kHip) {
     return FailedPrecondition(
-        "this coordinator searches kernels for the cpu target only; cuda and hip search arrive "
-        "with their backends (`kfleet plan MODEL --target h200` ranks a model for a GPU)");
+        "this coordinator searches kernels for the cpu and cuda targets; hip search arrives with "
+        "its backend (`kfleet plan MODEL --target mi300x` ranks a model for an AMD GPU)");
   }
   if (submission.bytes.empty()) return InvalidArgument("the model file is empty");
+  planner::ImportOptions import;
+  KF_ASSIGN_OR_RETURN(import.compute_dtype, planner::ParseComputeDtype(submission.dtype));
   // A corrupt or unsupported model is refused here, before anything is stored or queued.
   KF_ASSIGN_OR_RETURN(planner::Graph graph,
-                      planner::ImportOnnxBytes(submission.bytes, submission.file_name, "", {}));
+                      planner::ImportOnnxBytes(submission.bytes, submission.file_name, "", import));
   const int64_t top = submission.top > 0 ? submission.top : options_.default_top;
   const int64_t budget_ms =
       submission.budget_ms > 0 ? submission.budget_ms : options_.default_budget_ms;
@@ -192,8 +197,12 @@ Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
   new_job.target = submission.target;
   new_job.priority = submission.priority;
   new_job.budget_ms = budget_ms;
-  new_job.options_json =
-      json{{"top", top}, {"file", submission.file_name}, {"nodes", graph.nodes.size()}}.dump();
+  new_job.options_json = json{
+      {"top", top},
+      {"file", submission.file_name},
+      {"nodes", graph.nodes.size()},
+      {"dtype",
+       submission.dtype}}.dump();
   new_job.phase = std::string(kPhaseProfiling);
   KF_ASSIGN_OR_RETURN(int64_t job_id, store_.jobs().Create(new_job));
   KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
@@ -203,16 +212,21 @@ Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
   request.setModel(DataOf(submission.bytes));
   request.setReps(static_cast<uint32_t>(options_.model_reps));
   request.setSeed(options_.seed);
+  request.setBackend(std::string(storage::Name(job.target)));
+  request.setDtype(submission.dtype);
   KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kProfile, std::nullopt, std::nullopt,
                              msg::EncodePayload(builder), kModelBonus, kModelTimeoutMs,
                              /*exclusive=*/true));
-  KF_RETURN_IF_ERROR(Event(job_id, "job.submitted",
-                           json{{"name", new_job.name},
-                                {"model", submission.file_name},
-                                {"nodes", graph.nodes.size()},
-                                {"budget_ms", budget_ms},
-                                {"top", top}}
-                               .dump()));
+  KF_RETURN_IF_ERROR(
+      Event(job_id, "job.submitted",
+            json{{"name", new_job.name},
+                 {"model", submission.file_name},
+                 {"nodes", graph.nodes.size()},
+                 {"budget_ms", budget_ms},
+                 {"top", top},
+                 {"target", storage::Name(job.target)},
+                 {"dtype", submission.dtype.empty() ? "as exported" : submission.dtype}}
+                .dump()));
   KF_RETURN_IF_ERROR(Event(job_id, "job.phase", json{{"phase", kPhaseProfiling}}.dump()));
   active_jobs_.insert(job_id);
   log::Info("job.submitted").Kv("job", job_id).Kv("kind", "model").Kv("model", new_job.name);
@@ -326,6 +340,49 @@ Status Conductor::FinishJob(int64_t job_id) {
                    .dump());
 }
 
+namespace {
+
+std::string ToUpper(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// The device the plan's roofline uses: this CPU as the worker calibrated it, or the catalog's
+// entry for the GPU the worker measured on (matched by name: "NVIDIA H200" -> h200).
+Result<planner::DeviceModel> PlanningDevice(const JobRow& job,
+                                            msg::ModelProfileReply::Reader profile) {
+  const planner::DeviceCatalog& catalog = planner::DeviceCatalog::Builtin();
+  if (job.target == storage::Backend::kCpu) {
+    planner::CpuCalibration calibration;
+    calibration.cpu_model = Text(profile.getCpuModel());
+    calibration.logical_cores = static_cast<int>(profile.getLogicalCores());
+    calibration.copy_bytes_per_s = profile.getCopyBytesPerS();
+    calibration.matmul_flops_per_s = profile.getMatmulFlopsPerS();
+    KF_ASSIGN_OR_RETURN(planner::DeviceModel generic, catalog.Find("cpu"));
+    if (calibration.copy_bytes_per_s > 0 && calibration.matmul_flops_per_s > 0) {
+      return planner::CpuDeviceFromCalibration(generic, calibration);
+    }
+    return generic;
+  }
+  const std::string measured = ToUpper(Text(profile.getDevice()));
+  const std::string backend(storage::Name(job.target));
+  std::optional<planner::DeviceModel> fallback;
+  for (const std::string& id : catalog.Ids()) {
+    KF_ASSIGN_OR_RETURN(planner::DeviceModel device, catalog.Find(id));
+    if (device.backend != backend) continue;
+    if (measured.find(ToUpper(id)) != std::string::npos) return device;
+    if (!fallback) fallback = device;
+  }
+  if (!fallback) return NotFound("the device catalog has no " + backend + " device");
+  log::Warn("conductor.device_unknown")
+      .Kv("job", job.id)
+      .Kv("device", Text(profile.getDevice()))
+      .Kv("using", fallback->id);
+  return *fallback;
+}
+
+}  // namespace
+
 Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
   if (task.state != TaskState::kDone) {
     return FailJob(job.id, "measuring the model's baseline failed: " + OneLine(task.error));
@@ -333,22 +390,17 @@ Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
   KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::ModelProfileReply>(task.result));
   msg::ModelProfileReply::Reader profile = reply.root();
 
-  planner::CpuCalibration calibration;
-  calibration.cpu_model = Text(profile.getCpuModel());
-  calibration.logical_cores = static_cast<int>(profile.getLogicalCores());
-  calibration.copy_bytes_per_s = profile.getCopyBytesPerS();
-  calibration.matmul_flops_per_s = profile.getMatmulFlopsPerS();
-  KF_ASSIGN_OR_RETURN(planner::DeviceModel generic, planner::DeviceCatalog::Builtin().Find("cpu"));
-  planner::DeviceModel device = generic;
-  if (calibration.copy_bytes_per_s > 0 && calibration.matmul_flops_per_s > 0) {
-    device = planner::CpuDeviceFromCalibration(generic, calibration);
-  }
+  KF_ASSIGN_OR_RETURN(planner::DeviceModel device, PlanningDevice(job, profile));
   planner::PlanOptions plan_options;
   for (msg::NodeTime::Reader node : profile.getNodes()) {
     plan_options.measured_node_s[Text(node.getName())] = node.getUs() * 1e-6;
   }
   KF_ASSIGN_OR_RETURN(std::string bytes, ModelBytes(job));
-  Result<planner::Graph> graph = planner::ImportOnnxBytes(bytes, job.name, "", {});
+  planner::ImportOptions import;
+  KF_ASSIGN_OR_RETURN(
+      import.compute_dtype,
+      planner::ParseComputeDtype(ParseObject(job.options_json).value("dtype", std::string())));
+  Result<planner::Graph> graph = planner::ImportOnnxBytes(bytes, job.name, "", import);
   if (!graph.ok()) return FailJob(job.id, "importing the model: " + graph.status().message());
   Result<planner::PlannedModel> planned =
       planner::PlanGraph(std::move(*graph), device, plan_options);
@@ -356,8 +408,9 @@ Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
   const planner::ModelPlan& plan = planned->plan;
 
   const int64_t top = ParseObject(job.options_json).value("top", int64_t{options_.default_top});
-  const std::vector<std::unique_ptr<agents::TemplateFamily>> families =
-      agents::CpuTemplateFamilies();
+  const std::string backend(storage::Name(job.target));
+  KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,
+                      agents::TemplateFamiliesFor(backend));
   // Which kernel jobs the templates can implement, in rank order; the first `top` are searched.
   std::vector<std::string> unsupported(plan.jobs.size());
   std::vector<bool> searched(plan.jobs.size(), false);
@@ -374,7 +427,8 @@ Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
       if (fits.ok()) fits = agents::SupportingTemplates(*view, families).status();
     }
     if (!fits.ok()) {
-      unsupported[i] = "no CPU template fits: " + OneLine(fits.message(), 400);
+      unsupported[i] = fmt::format("no {} template fits: {}", backend == "cuda" ? "CUDA" : "CPU",
+                                   OneLine(fits.message(), 400));
       continue;
     }
     searched[i] = true;
@@ -527,6 +581,7 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
     request.setCount(static_cast<uint32_t>(options_.per_island));
     request.setSeed(options_.seed * 1'000'003 + static_cast<uint64_t>(kernel_job_id));
     request.setMigrate(migrate);
+    request.setBackend(std::string(storage::Name(job.target)));
     auto history = request.initHistory(static_cast<unsigned>(candidates.size()));
     for (size_t i = 0; i < candidates.size(); ++i) {
       const CandidateRow& c = candidates[i];
@@ -601,6 +656,7 @@ Status Conductor::OnPlanned(const TaskRow& task) {
     code.setSpecOnnx(DataOf(kernel_job.spec));
     code.setTemplate(template_name);
     code.setParams(proposal.getParams());
+    code.setBackend(std::string(storage::Name(job.target)));
     KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kCode, kernel_job.id, candidate_id,
                                msg::EncodePayload(builder), kCodeBonus, kCodeTimeoutMs));
   }
@@ -654,6 +710,7 @@ Status Conductor::OnCoded(const TaskRow& task) {
   request.setSeed(options_.seed + static_cast<uint64_t>(candidate_id));
   request.setSolUs(kernel_job.sol_us);
   request.setProfile(false);
+  request.setBackend(std::string(storage::Name(job.target)));
   return Enqueue(job, TaskKind::kTest, kernel_job.id, candidate_id, msg::EncodePayload(builder),
                  kTestBonus, kTestTimeoutMs);
 }
@@ -679,6 +736,7 @@ Status Conductor::OnTested(const TaskRow& task) {
   profile.setSeed(request.root().getSeed());
   profile.setSolUs(request.root().getSolUs());
   profile.setProfile(true);
+  profile.setBackend(request.root().getBackend());
   return Enqueue(job, TaskKind::kProfile, task.kernel_job_id, candidate_id,
                  msg::EncodePayload(builder), kProfileBonus, kProfileTimeoutMs, /*exclusive=*/true);
 }
@@ -765,6 +823,8 @@ Status Conductor::MaybeFinishSearch(int64_t job_id) {
   request.setModel(DataOf(model));
   request.setReps(static_cast<uint32_t>(options_.model_reps));
   request.setSeed(options_.seed);
+  request.setBackend(std::string(storage::Name(job.target)));
+  request.setDtype(ParseObject(job.options_json).value("dtype", std::string()));
   KF_RETURN_IF_ERROR(store_.jobs().SetPhase(job_id, kPhaseVerifying).status());
   KF_RETURN_IF_ERROR(Event(job_id, "job.phase",
                            json{{"phase", kPhaseVerifying},

@@ -47,6 +47,7 @@ struct ModelSubmission {
   std::string file_name;
   std::string bytes;  // ONNX
   storage::Backend target = storage::Backend::kCpu;
+  std::string dtype;      // "fp32", "fp16", "bf16": the precision it runs in; empty = as exported
   int64_t budget_ms = 0;  // 0: default
   int64_t top = 0;        // 0: default
   double priority = 0;

@@ -39,6 +39,7 @@ struct SubmitRequest {
     echo @6 :EchoSpec;
   }
   top @7 :UInt32;         # model jobs: kernel jobs to search, best expected saving first; 0 = 5
+  dtype @8 :Text;         # model jobs: run it in fp32, fp16 or bf16; empty = as exported
 }
 
 struct SubmitReply {

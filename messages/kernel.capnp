@@ -148,6 +148,7 @@ struct PlanRequest {
   migrate @5 :Bool;           # this round may take elites of other islands as parents
   history @6 :List(CandidateOutcome);   # every candidate of the kernel job so far
   templates @7 :List(Text);   # only these template families; empty = every one that fits
+  backend @8 :Text;          # "cpu" or "cuda": which template families; empty = cpu
 }
 
 # One proposed candidate.
@@ -167,6 +168,7 @@ struct CodeRequest {
   specOnnx @0 :Data;
   template @1 :Text;
   params @2 :List(Param);
+  backend @3 :Text;          # "cpu" or "cuda"; empty = cpu
 }
 
 struct CodeReply {
@@ -182,6 +184,7 @@ struct EvalRequest {
   seed @3 :UInt64;
   solUs @4 :Float64;       # speed-of-light floor of the spec on the target; 0 = unknown
   profile @5 :Bool;        # false: compile + test stages; true: compile + smoke + profile
+  backend @6 :Text;        # where the candidate runs: "cpu" or "cuda"; empty = cpu
 }
 
 struct EvalReply {
@@ -194,6 +197,8 @@ struct ModelProfileRequest {
   model @0 :Data;          # ONNX bytes
   reps @1 :UInt32;         # timed runs; the median per node is reported
   seed @2 :UInt64;         # random inputs and weights
+  backend @3 :Text;        # the baseline executor: "cpu" or "cuda"; empty = cpu
+  dtype @4 :Text;          # import the model in this precision: "fp32", "fp16", "bf16"; empty = as exported
 }
 
 struct NodeTime {
@@ -225,6 +230,8 @@ struct VerifyRequest {
   kernels @1 :List(VerifyKernel);
   reps @2 :UInt32;
   seed @3 :UInt64;
+  backend @4 :Text;        # "cpu" or "cuda"; empty = cpu
+  dtype @5 :Text;          # as ModelProfileRequest.dtype
 }
 
 struct VerifyReply {

@@ -165,9 +165,13 @@ TEST(SearchTest, ACorruptModelIsRefusedWithAClearError) {
   EXPECT_NE(submitted.err.find("bad.onnx"), std::string::npos) << submitted.err;
   CliResult listed = fleet.Cli({"status", "--json"});
   EXPECT_EQ(listed.Json()["jobs"].size(), 0u) << "nothing is stored for a refused model";
-  CliResult gpu = fleet.Cli({"submit", ModelPath(), "--target", "cuda"});
-  EXPECT_NE(gpu.exit_code, 0);
-  EXPECT_NE(gpu.err.find("cpu target only"), std::string::npos) << gpu.err;
+  CliResult amd = fleet.Cli({"submit", ModelPath(), "--target", "hip"});
+  EXPECT_NE(amd.exit_code, 0);
+  EXPECT_NE(amd.err.find("cpu and cuda targets"), std::string::npos) << amd.err;
+  CliResult half = fleet.Cli({"submit", ModelPath(), "--dtype", "int8"});
+  EXPECT_NE(half.exit_code, 0);
+  EXPECT_NE(half.err.find("--dtype"), std::string::npos) << half.err;
+  EXPECT_EQ(fleet.Cli({"status", "--json"}).Json()["jobs"].size(), 0u);
 }
 
 }  // namespace

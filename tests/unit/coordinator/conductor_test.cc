@@ -71,18 +71,21 @@ class ConductorTest : public ::testing::Test {
     ASSERT_TRUE(advanced.ok()) << advanced.ToString();
   }
 
-  int64_t Submit(int64_t budget_ms = 60'000) {
+  int64_t Submit(int64_t budget_ms = 60'000, storage::Backend target = storage::Backend::kCpu,
+                 std::string dtype = "") {
     ModelSubmission submission;
     submission.file_name = "mlp_block.onnx";
     submission.bytes = ModelBytes();
     submission.budget_ms = budget_ms;
+    submission.target = target;
+    submission.dtype = std::move(dtype);
     auto job = conductor_->SubmitModel(submission);
     EXPECT_TRUE(job.ok()) << job.status().ToString();
     return *job;
   }
 
   // Completes the baseline profile: slow matmuls, a slower LayerNorm than its floor, cheap rest.
-  void ProfileBaseline(int64_t job) {
+  void ProfileBaseline(int64_t job, const std::string& device = "cpu: test") {
     std::vector<TaskRow> profiles = Queued(job, TaskKind::kProfile);
     ASSERT_EQ(profiles.size(), 1u);
     auto graph = planner::ImportOnnxBytes(ModelBytes(), "model", "", {});
@@ -98,7 +101,7 @@ class ConductorTest : public ::testing::Test {
                                                                          : 20);
     }
     reply.setTotalUs(10.0 * static_cast<double>(graph->nodes.size()));
-    reply.setDevice("cpu: test");
+    reply.setDevice(device);
     reply.setCpuModel("test cpu");
     reply.setLogicalCores(2);
     reply.setCopyBytesPerS(20e9);
@@ -122,6 +125,52 @@ TEST_F(ConductorTest, ACorruptModelIsRefusedAndNothingIsStored) {
   auto job = conductor_->SubmitModel(submission);
   ASSERT_FALSE(job.ok());
   EXPECT_NE(job.status().message().find("broken.onnx"), std::string::npos);
+  EXPECT_TRUE(store_->jobs().List()->empty());
+}
+
+TEST_F(ConductorTest, ACudaJobMeasuresOnTheGpuAndPlansOnAnyCpu) {
+  const int64_t job = Submit(60'000, storage::Backend::kCuda, "bf16");
+  std::vector<TaskRow> profiles = Queued(job, TaskKind::kProfile);
+  ASSERT_EQ(profiles.size(), 1u);
+  EXPECT_EQ(profiles[0].backend, storage::Backend::kCuda);
+  EXPECT_TRUE(profiles[0].exclusive_device);
+  auto request = msg::DecodePayload<msg::ProfileRequest>(profiles[0].payload);
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(std::string(request->root().getModel().getBackend().cStr()), "cuda");
+  EXPECT_EQ(std::string(request->root().getModel().getDtype().cStr()), "bf16");
+
+  ProfileBaseline(job, "cuda:0 NVIDIA H200 (sm_90, 132 SMs, 60 MiB L2)");
+  auto kernels = store_->kernel_jobs().ListByJob(job);
+  ASSERT_TRUE(kernels.ok());
+  ASSERT_FALSE(kernels->empty());
+  std::vector<TaskRow> plans = Queued(job, TaskKind::kPlan);
+  ASSERT_FALSE(plans.empty()) << "no CUDA template fits the MLP block";
+  for (const TaskRow& plan : plans) {
+    EXPECT_EQ(plan.backend, storage::Backend::kCpu);
+    auto payload = msg::DecodePayload<msg::PlanRequest>(plan.payload);
+    ASSERT_TRUE(payload.ok());
+    EXPECT_EQ(std::string(payload->root().getBackend().cStr()), "cuda");
+    // The spec is the bf16 model's: its inputs are bf16 tensors.
+    auto spec = planner::ImportOnnxBytes(
+        std::string_view(reinterpret_cast<const char*>(payload->root().getSpecOnnx().begin()),
+                         payload->root().getSpecOnnx().size()),
+        "spec", "", {});
+    ASSERT_TRUE(spec.ok());
+    EXPECT_EQ(spec->values[spec->inputs[0]].dtype, planner::DType::kBF16);
+  }
+}
+
+TEST_F(ConductorTest, AHipJobAndANonFloatDtypeAreRefused) {
+  ModelSubmission submission;
+  submission.file_name = "mlp_block.onnx";
+  submission.bytes = ModelBytes();
+  submission.target = storage::Backend::kHip;
+  EXPECT_FALSE(conductor_->SubmitModel(submission).ok());
+  submission.target = storage::Backend::kCuda;
+  submission.dtype = "int8";
+  Result<int64_t> refused = conductor_->SubmitModel(submission);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--dtype"), std::string::npos);
   EXPECT_TRUE(store_->jobs().List()->empty());
 }
 
