@@ -165,7 +165,65 @@ Status InitializeCuda(int) { return NoCuda(); }
 Status CheckCudaDevice(int) { return NoCuda(); }
 Result<CudaDeviceSummary> DescribeCudaDevice(int) { return NoCuda(); }
 Result<std::unique_ptr<EvalDevice>> MakeCudaDevice(int, int64_t) { return NoCuda(); }
+Result<std::unique_ptr<runtime::BaselineExecutor>> MakeCudaBaselineExecutor(
+    const planner::Graph&, const runtime::BaselineOptions&, int) {
+  return NoCuda();
+}
+// No CUDA executor can exist in this build to hold anything.
+planner::DType CudaStorageDtype(planner::DType dtype) { return dtype; }
+Result<std::unique_ptr<ModelRunTimer>> MakeCudaRunTimer(runtime::BaselineExecutor&,
+                                                        const runtime::TensorMap&) {
+  return NoCuda();
+}
 #endif
+
+namespace {
+
+Status UnknownBackend(std::string_view backend) {
+  return InvalidArgument(fmt::format("unknown backend '{}': expected cpu or cuda", backend));
+}
+
+class CpuRunTimer final : public ModelRunTimer {
+ public:
+  CpuRunTimer(runtime::BaselineExecutor& executor, const runtime::TensorMap& feeds)
+      : executor_(executor), feeds_(feeds) {}
+  Result<double> TimeRunUs() override {
+    const Clock::time_point start = Clock::now();
+    KF_RETURN_IF_ERROR(executor_.Run(feeds_, &outputs_));
+    return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  }
+
+ private:
+  runtime::BaselineExecutor& executor_;
+  const runtime::TensorMap& feeds_;
+  runtime::TensorMap outputs_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<runtime::BaselineExecutor>> MakeBaselineExecutor(
+    std::string_view backend, const planner::Graph& graph, const runtime::BaselineOptions& options,
+    int device) {
+  if (backend == "cpu") return runtime::BaselineExecutor::Create(graph, options);
+  if (backend == "cuda") return MakeCudaBaselineExecutor(graph, options, device);
+  return UnknownBackend(backend);
+}
+
+planner::DType BaselineStorageDtype(std::string_view backend, planner::DType dtype) {
+  if (backend == "cuda") return CudaStorageDtype(dtype);
+  if (planner::IsFloat(dtype)) return planner::DType::kF32;
+  return dtype == planner::DType::kBool ? planner::DType::kBool : planner::DType::kI64;
+}
+
+Result<std::unique_ptr<ModelRunTimer>> MakeModelRunTimer(std::string_view backend,
+                                                         runtime::BaselineExecutor& executor,
+                                                         const runtime::TensorMap& feeds) {
+  if (backend == "cpu") {
+    return std::unique_ptr<ModelRunTimer>(std::make_unique<CpuRunTimer>(executor, feeds));
+  }
+  if (backend == "cuda") return MakeCudaRunTimer(executor, feeds);
+  return UnknownBackend(backend);
+}
 
 Status CheckDevice(std::string_view backend, int index) {
   if (backend == "cuda") return CheckCudaDevice(index);
@@ -181,7 +239,7 @@ Result<std::unique_ptr<EvalDevice>> MakeEvalDevice(std::string_view backend, int
                                                    int64_t flush_bytes) {
   if (backend == "cpu") return MakeCpuDevice(flush_bytes);
   if (backend == "cuda") return MakeCudaDevice(index, flush_bytes);
-  return InvalidArgument(fmt::format("unknown backend '{}': expected cpu or cuda", backend));
+  return UnknownBackend(backend);
 }
 
 }  // namespace kfleet::eval

@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "eval/kernel_library.h"
 #include "planner/graph.h"
+#include "runtime/baseline.h"
 #include "runtime/tensor.h"
 
 namespace kfleet::eval {
@@ -89,5 +90,40 @@ Result<CudaDeviceSummary> DescribeCudaDevice(int index);
 // device cannot be used, with the reason.
 Result<std::unique_ptr<EvalDevice>> MakeEvalDevice(std::string_view backend, int index,
                                                    int64_t flush_bytes = 0);
+
+// The backend's baseline executor on `graph`, for whole-model runs (model profiles, end-to-end
+// verification): "cpu" runtime::BaselineExecutor; "cuda" cuda::CudaBaseline on GPU `device`,
+// which becomes the calling thread's current device, so custom ops get that device's pointers
+// and run on its default stream. Unavailable without CUDA support; InvalidArgument for another
+// backend. `graph` must outlive the executor.
+Result<std::unique_ptr<runtime::BaselineExecutor>> MakeBaselineExecutor(
+    std::string_view backend, const planner::Graph& graph, const runtime::BaselineOptions& options,
+    int device = 0);
+
+// The dtype the backend's baseline executor holds a value of `dtype` in, which is what its custom
+// ops receive: the CPU holds every floating dtype in f32 and integers in i64; CUDA keeps f32, f16
+// and bf16 as they are (f64 in f32, integers in i64). bool stays bool on both.
+planner::DType BaselineStorageDtype(std::string_view backend, planner::DType dtype);
+
+// Times whole runs of an executor from MakeBaselineExecutor on fixed feeds.
+class ModelRunTimer {
+ public:
+  virtual ~ModelRunTimer() = default;
+  // One run, in microseconds: on the CPU the wall time of Run; on a GPU the CUDA-event time of
+  // one Launch on the default stream (the feeds were uploaded once and no outputs are copied
+  // back, so host traffic is not counted; host-side launch gaps between ops are, as in eager).
+  virtual Result<double> TimeRunUs() = 0;
+};
+// `executor` (from MakeBaselineExecutor(backend, ...)) and `feeds` must outlive the timer.
+Result<std::unique_ptr<ModelRunTimer>> MakeModelRunTimer(std::string_view backend,
+                                                         runtime::BaselineExecutor& executor,
+                                                         const runtime::TensorMap& feeds);
+
+// The CUDA halves of the three above (device_cuda.cc); Unavailable without CUDA support.
+Result<std::unique_ptr<runtime::BaselineExecutor>> MakeCudaBaselineExecutor(
+    const planner::Graph& graph, const runtime::BaselineOptions& options, int device);
+planner::DType CudaStorageDtype(planner::DType dtype);
+Result<std::unique_ptr<ModelRunTimer>> MakeCudaRunTimer(runtime::BaselineExecutor& executor,
+                                                        const runtime::TensorMap& feeds);
 
 }  // namespace kfleet::eval

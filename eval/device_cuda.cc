@@ -172,7 +172,52 @@ class CudaDevice final : public EvalDevice {
   cuda::L2Flusher flusher_;
 };
 
+// Whole runs of a CUDA baseline: feeds uploaded once, then each run is one Launch between two
+// events. Outputs stay on the device.
+class CudaRunTimer final : public ModelRunTimer {
+ public:
+  CudaRunTimer(cuda::CudaBaseline& executor, cuda::EventTimer timer)
+      : executor_(executor), timer_(std::move(timer)) {}
+
+  Result<double> TimeRunUs() override {
+    KF_RETURN_IF_ERROR(timer_.Start());
+    const Status launched = executor_.Launch();
+    // Stopped whatever Launch said, so no event is left pending on the stream.
+    const Status stopped = timer_.Stop();
+    KF_RETURN_IF_ERROR(launched);
+    KF_RETURN_IF_ERROR(stopped);
+    KF_RETURN_IF_ERROR(cuda::Synchronize());
+    return timer_.ElapsedUs();
+  }
+
+ private:
+  cuda::CudaBaseline& executor_;
+  cuda::EventTimer timer_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<runtime::BaselineExecutor>> MakeCudaBaselineExecutor(
+    const planner::Graph& graph, const runtime::BaselineOptions& options, int device) {
+  KF_RETURN_IF_ERROR(cuda::UseDevice(device));
+  KF_ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaBaseline> executor,
+                      cuda::CudaBaseline::Create(graph, options));
+  return std::unique_ptr<runtime::BaselineExecutor>(std::move(executor));
+}
+
+planner::DType CudaStorageDtype(planner::DType dtype) { return cuda::StorageDtype(dtype); }
+
+Result<std::unique_ptr<ModelRunTimer>> MakeCudaRunTimer(runtime::BaselineExecutor& executor,
+                                                        const runtime::TensorMap& feeds) {
+  auto* gpu = dynamic_cast<cuda::CudaBaseline*>(&executor);
+  if (gpu == nullptr) {
+    return InvalidArgument(
+        "a CUDA run timer needs an executor from MakeBaselineExecutor(\"cuda\")");
+  }
+  KF_RETURN_IF_ERROR(gpu->SetFeeds(feeds));
+  KF_ASSIGN_OR_RETURN(cuda::EventTimer timer, cuda::EventTimer::Create());
+  return std::unique_ptr<ModelRunTimer>(std::make_unique<CudaRunTimer>(*gpu, std::move(timer)));
+}
 
 Status InitializeCuda(int index) { return cuda::UseDevice(index); }
 

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -14,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <queue>
 #include <system_error>
 #include <utility>
@@ -21,6 +21,7 @@
 #include "common/subprocess.h"
 #include "common/temp_dir.h"
 #include "eval/compare.h"
+#include "eval/device.h"
 #include "eval/kernel_library.h"
 #include "kfleet/kernel.h"
 #include "planner/kernel_spec.h"
@@ -45,6 +46,8 @@ using runtime::TensorMap;
 using EntryPoint = int (*)(const kf_tensor*, int32_t, kf_tensor*, int32_t, void*);
 
 constexpr const char* kLibraryName = "libkfleet_kernels.so";
+// Links nvcc's host objects: nvcc takes no -r, and its default host compiler is this one.
+constexpr const char* kCudaHostCompiler = "g++";
 // A compiler's or linker's complaint is cut to this many lines in a verdict.
 constexpr size_t kReasonLines = 5;
 // Below this many elements a dtype conversion runs on one thread.
@@ -114,14 +117,24 @@ bool IsLinkFlag(const std::string& flag) {
   return flag.starts_with("-l") || flag.starts_with("-L") || flag.starts_with("-Wl,");
 }
 
-// The flags that compile one kernel to an object whose entry point is `symbol`.
+bool IsCuda(const VerifyOptions& options) { return options.backend == "cuda"; }
+
+// The flags that compile one kernel to an object whose entry point is `symbol`. nvcc objects
+// carry their device code as an embedded fatbin registered by a constructor of their own
+// (whole-program compilation, no -rdc), so they link like any host object.
 std::vector<std::string> ObjectFlags(const std::vector<std::string>& flags,
-                                     const std::string& symbol) {
+                                     const std::string& symbol, bool cuda) {
   std::vector<std::string> object_flags;
-  for (const std::string& flag : flags) {
-    if (flag != "-shared" && !IsLinkFlag(flag)) object_flags.push_back(flag);
+  for (size_t i = 0; i < flags.size(); ++i) {
+    // "-Xlinker ARG" (nvcc's -rpath): both words go.
+    if (flags[i] == "-Xlinker") {
+      ++i;
+      continue;
+    }
+    if (flags[i] != "-shared" && !IsLinkFlag(flags[i])) object_flags.push_back(flags[i]);
   }
   if (std::find(object_flags.begin(), object_flags.end(), "-fPIC") == object_flags.end()) {
+    if (cuda) object_flags.push_back("-Xcompiler");
     object_flags.push_back("-fPIC");
   }
   object_flags.push_back("-c");
@@ -131,8 +144,9 @@ std::vector<std::string> ObjectFlags(const std::vector<std::string>& flags,
 
 // Links `objects` into the shared library `output`. --no-undefined: a kernel calling a function
 // nothing defines fails here, naming itself, instead of failing dlopen for every kernel.
-Result<ToolRun> LinkLibrary(const CompileOptions& compile, const std::vector<fs::path>& objects,
+Result<ToolRun> LinkLibrary(const VerifyOptions& options, const std::vector<fs::path>& objects,
                             const fs::path& output, const fs::path& cwd) {
+  const CompileOptions& compile = options.compile;
   std::vector<std::string> argv = {compile.compiler, "-o", output.string()};
   for (const fs::path& object : objects) argv.push_back(object.string());
   // After the objects, so -l libraries still resolve when the linker defaults to --as-needed.
@@ -140,7 +154,12 @@ Result<ToolRun> LinkLibrary(const CompileOptions& compile, const std::vector<fs:
   if (std::find(compile.flags.begin(), compile.flags.end(), "-shared") == compile.flags.end()) {
     argv.push_back("-shared");
   }
-  argv.push_back("-Wl,--no-undefined");
+  // nvcc passes linker flags with -Xlinker only.
+  if (IsCuda(options)) {
+    argv.insert(argv.end(), {"-Xlinker", "--no-undefined"});
+  } else {
+    argv.push_back("-Wl,--no-undefined");
+  }
   return RunTool(argv, cwd, compile.timeout_ms);
 }
 
@@ -200,21 +219,17 @@ void WidenToStorage(const Tensor& from, const CustomOpTensor& to) {
   for (int64_t i = 0; i < n; ++i) out[i] = from.GetInt(i);
 }
 
-// The dtype the baseline executor holds a value in (runtime/baseline.h).
-DType StorageDtype(DType dtype) {
-  if (planner::IsFloat(dtype)) return DType::kF32;
-  return dtype == DType::kBool ? DType::kBool : DType::kI64;
-}
-
 // One collapsed group's call into its kernel: the executor's values as the spec's tensors, in the
-// spec's order and dtypes. Values the executor holds wider (f16 in f32, i32 in i64) are staged in
-// the spec's dtype around the call.
+// spec's order and dtypes. On the CPU, values the executor holds wider (f16 in f32, i32 in i64)
+// are staged in the spec's dtype around the call; on a GPU the pointers are device memory and
+// are passed as they are (kernels needing staging there are refused before: NeedsDeviceStaging).
 class KernelCall {
  public:
-  KernelCall(EntryPoint entry, std::string label, const Graph& graph, const FusionGroup& group)
-      : entry_(entry), label_(std::move(label)) {
-    for (int id : group.inputs) inputs_.push_back(MakeSlot(graph.values[id]));
-    for (int id : group.outputs) outputs_.push_back(MakeSlot(graph.values[id]));
+  KernelCall(EntryPoint entry, std::string label, const Graph& graph, const FusionGroup& group,
+             std::string_view backend)
+      : entry_(entry), label_(std::move(label)), host_memory_(backend == "cpu") {
+    for (int id : group.inputs) inputs_.push_back(MakeSlot(graph.values[id], backend));
+    for (int id : group.outputs) outputs_.push_back(MakeSlot(graph.values[id], backend));
     in_views_.resize(inputs_.size());
     out_views_.resize(outputs_.size());
     for (size_t i = 0; i < inputs_.size(); ++i) in_views_[i] = inputs_[i].View();
@@ -229,7 +244,7 @@ class KernelCall {
                                   outputs_.size()));
     }
     for (size_t i = 0; i < inputs.size(); ++i) {
-      KF_RETURN_IF_ERROR(inputs_[i].Check(inputs[i], label_));
+      KF_RETURN_IF_ERROR(inputs_[i].Check(inputs[i], label_, host_memory_));
       if (inputs_[i].staged) {
         NarrowFromStorage(inputs[i], inputs_[i].staging);
         in_views_[i].data = inputs_[i].staging.data();
@@ -238,7 +253,7 @@ class KernelCall {
       }
     }
     for (size_t i = 0; i < outputs.size(); ++i) {
-      KF_RETURN_IF_ERROR(outputs_[i].Check(outputs[i], label_));
+      KF_RETURN_IF_ERROR(outputs_[i].Check(outputs[i], label_, host_memory_));
       out_views_[i].data = outputs_[i].staged ? outputs_[i].staging.data() : outputs[i].data;
     }
     const int status = entry_(in_views_.data(), static_cast<int32_t>(in_views_.size()),
@@ -254,7 +269,8 @@ class KernelCall {
 
  private:
   struct Slot {
-    DType dtype = DType::kF32;  // the spec's
+    DType dtype = DType::kF32;          // the spec's
+    DType storage_dtype = DType::kF32;  // the executor's
     runtime::Shape shape;
     runtime::Shape strides;
     bool staged = false;
@@ -269,29 +285,35 @@ class KernelCall {
       return view;
     }
 
-    Status Check(const CustomOpTensor& tensor, const std::string& label) const {
-      if (tensor.data == nullptr || tensor.dtype != StorageDtype(dtype) ||
-          tensor.shape == nullptr || *tensor.shape != shape) {
+    Status Check(const CustomOpTensor& tensor, const std::string& label, bool host_memory) const {
+      if (tensor.data == nullptr || tensor.dtype != storage_dtype || tensor.shape == nullptr ||
+          *tensor.shape != shape) {
         return Internal(fmt::format("{}: the executor passed a tensor that is not the spec's {}{}",
                                     label, planner::DTypeName(dtype),
                                     planner::ShapeToString(shape)));
+      }
+      if (staged && !host_memory) {
+        return Internal(fmt::format("{}: its {} tensor is held as {} in device memory", label,
+                                    planner::DTypeName(dtype), planner::DTypeName(storage_dtype)));
       }
       return Status::Ok();
     }
   };
 
-  static Slot MakeSlot(const planner::Value& value) {
+  static Slot MakeSlot(const planner::Value& value, std::string_view backend) {
     Slot slot;
     slot.dtype = value.dtype;
+    slot.storage_dtype = BaselineStorageDtype(backend, value.dtype);
     slot.shape = value.shape;
     slot.strides = runtime::ContiguousStrides(value.shape);
-    slot.staged = StorageDtype(value.dtype) != value.dtype;
+    slot.staged = slot.storage_dtype != value.dtype;
     if (slot.staged) slot.staging = Tensor(value.dtype, value.shape);
     return slot;
   }
 
   EntryPoint entry_;
   std::string label_;  // "kernel 'layernorm 128x768 f32' (kf_k0_run)"
+  bool host_memory_;   // the executor's buffers are host memory (the CPU)
   std::vector<Slot> inputs_;
   std::vector<Slot> outputs_;
   // Shapes and strides point into the slots, which never move after construction.
@@ -388,7 +410,7 @@ Result<std::unique_ptr<SwappedModel>> BuildSwapped(const Graph& graph,
                                                    const std::vector<FusionGroup>& groups,
                                                    const std::vector<SwapKernel>& kernels,
                                                    const std::vector<const Candidate*>& active,
-                                                   int threads) {
+                                                   const VerifyOptions& verify) {
   std::map<int, std::string> collapse;
   std::map<int, const Candidate*> candidate_of_group;
   for (const Candidate* candidate : active) {
@@ -401,18 +423,18 @@ Result<std::unique_ptr<SwappedModel>> BuildSwapped(const Graph& graph,
   std::map<int, int> node_of_group;
   KF_ASSIGN_OR_RETURN(model->graph, CollapseGroups(graph, groups, collapse, &node_of_group));
   runtime::BaselineOptions options;
-  options.threads = threads;
+  options.threads = verify.threads;
   for (const auto& [g, node] : node_of_group) {
     const Candidate& candidate = *candidate_of_group.at(g);
     auto call = std::make_shared<KernelCall>(
-        candidate.entry, KernelLabel(kernels[candidate.kernel]), graph, groups[g]);
+        candidate.entry, KernelLabel(kernels[candidate.kernel]), graph, groups[g], verify.backend);
     options.custom_ops[node] = [call](const std::vector<CustomOpTensor>& inputs,
                                       const std::vector<CustomOpTensor>& outputs) {
       return (*call)(inputs, outputs);
     };
   }
   Result<std::unique_ptr<runtime::BaselineExecutor>> executor =
-      runtime::BaselineExecutor::Create(model->graph, options);
+      MakeBaselineExecutor(verify.backend, model->graph, options, verify.device);
   if (!executor.ok()) return executor.status().WithContext("the model with kernels swapped in");
   model->executor = std::move(executor).value();
   return model;
@@ -503,8 +525,9 @@ class Verifier {
 
   Status Run() {
     KF_ASSIGN_OR_RETURN(baseline_,
-                        runtime::BaselineExecutor::Create(
-                            graph_, runtime::BaselineOptions{.threads = options_.threads}));
+                        MakeBaselineExecutor(options_.backend, graph_,
+                                             runtime::BaselineOptions{.threads = options_.threads},
+                                             options_.device));
     KF_ASSIGN_OR_RETURN(groups_, planner::PartitionGraph(graph_));
     MatchKernels();
     KF_ASSIGN_OR_RETURN(TempDir build, TempDir::Create("verify", options_.work_dir));
@@ -568,6 +591,9 @@ class Verifier {
       } else if (kernel_of_hash.count(kernel.spec_hash) != 0) {
         verdict.reason = fmt::format("kernel '{}', earlier in the list, replaces this spec",
                                      kernels_[kernel_of_hash[kernel.spec_hash]].name);
+      } else if (const std::optional<std::string> staged =
+                     NeedsDeviceStaging(groups_[matched->second.front()])) {
+        verdict.reason = *staged;
       } else {
         kernel_of_symbol[kernel.symbol] = k;
         kernel_of_hash[kernel.spec_hash] = k;
@@ -579,15 +605,36 @@ class Verifier {
     }
   }
 
+  // On a GPU the executor hands kernels its device buffers as they are: a spec value it holds in
+  // another dtype (i32 as i64, f64 as f32) would need a conversion on the device around the call.
+  std::optional<std::string> NeedsDeviceStaging(const FusionGroup& group) const {
+    if (!IsCuda(options_)) return std::nullopt;
+    for (const std::vector<int>* ids : {&group.inputs, &group.outputs}) {
+      for (int id : *ids) {
+        const DType dtype = graph_.values[id].dtype;
+        const DType held = BaselineStorageDtype(options_.backend, dtype);
+        if (held != dtype) {
+          return fmt::format(
+              "the CUDA baseline holds '{}' ({}) as {}; a kernel reading or writing it cannot be "
+              "swapped in on the GPU",
+              graph_.values[id].name, planner::DTypeName(dtype), planner::DTypeName(held));
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
   // Each kernel becomes an object whose only global definition is its entry point. Kernels are
   // written independently, so their helpers may share names: kept global, two strong ones would
   // not link, and two inline ones would silently become one.
   Status CompileKernels(const fs::path& dir) {
+    const bool cuda = IsCuda(options_);
     for (Candidate& candidate : candidates_) {
       const SwapKernel& kernel = kernels_[candidate.kernel];
       CompileOptions compile = options_.compile;
-      compile.flags = ObjectFlags(options_.compile.flags, kernel.symbol);
-      KF_ASSIGN_OR_RETURN(std::unique_ptr<Toolchain> toolchain, MakeCpuToolchain(compile));
+      compile.flags = ObjectFlags(options_.compile.flags, kernel.symbol, cuda);
+      KF_ASSIGN_OR_RETURN(std::unique_ptr<Toolchain> toolchain,
+                          cuda ? MakeCudaToolchain(compile) : MakeCpuToolchain(compile));
       KF_ASSIGN_OR_RETURN(CompiledKernel compiled, toolchain->Compile(kernel.source));
       if (!compiled.ok) {
         Reject(candidate, "does not compile: " + Summarize(compiled.log));
@@ -595,10 +642,11 @@ class Verifier {
       }
       // The toolchain names its output kernel.so whatever it is; here it is an object file.
       const fs::path object = dir / (kernel.symbol + ".o");
-      KF_ASSIGN_OR_RETURN(ToolRun merged, RunTool({options_.compile.compiler, "-r", "-nostdlib",
-                                                   "-Wl,--force-group-allocation", "-o",
-                                                   object.string(), compiled.library.string()},
-                                                  dir, options_.compile.timeout_ms));
+      const std::string linker = cuda ? kCudaHostCompiler : options_.compile.compiler;
+      KF_ASSIGN_OR_RETURN(ToolRun merged,
+                          RunTool({linker, "-r", "-nostdlib", "-Wl,--force-group-allocation", "-o",
+                                   object.string(), compiled.library.string()},
+                                  dir, options_.compile.timeout_ms));
       if (merged.ok) {
         KF_ASSIGN_OR_RETURN(
             merged, RunTool({"objcopy", "--keep-global-symbol=" + kernel.symbol, object.string()},
@@ -623,17 +671,16 @@ class Verifier {
   // All objects into one library; when that fails, each alone finds the ones to blame.
   Status LinkKernels(const fs::path& dir, const fs::path& library) {
     if (candidates_.empty()) return Status::Ok();
-    KF_ASSIGN_OR_RETURN(ToolRun all, LinkLibrary(options_.compile, Objects(), library, dir));
+    KF_ASSIGN_OR_RETURN(ToolRun all, LinkLibrary(options_, Objects(), library, dir));
     if (all.ok) return Status::Ok();
     const fs::path probe = dir / "probe.so";
     for (const Candidate& candidate : candidates_) {
-      KF_ASSIGN_OR_RETURN(ToolRun alone,
-                          LinkLibrary(options_.compile, {candidate.object}, probe, dir));
+      KF_ASSIGN_OR_RETURN(ToolRun alone, LinkLibrary(options_, {candidate.object}, probe, dir));
       if (!alone.ok) Reject(candidate, "does not link: " + Summarize(alone.log));
     }
     RemoveRejected();
     if (candidates_.empty()) return Status::Ok();
-    KF_ASSIGN_OR_RETURN(all, LinkLibrary(options_.compile, Objects(), library, dir));
+    KF_ASSIGN_OR_RETURN(all, LinkLibrary(options_, Objects(), library, dir));
     if (!all.ok) {
       return Internal("kernels that link alone do not link together: " + Summarize(all.log));
     }
@@ -646,8 +693,11 @@ class Verifier {
       const char* error = dlerror();
       return std::string(error != nullptr ? error : "unknown error");
     };
-    // Not RTLD_NODELETE: libgomp is this process's already, so unloading the kernels is safe.
-    library_.reset(dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL));
+    // On the CPU not RTLD_NODELETE: libgomp is this process's already, so unloading the kernels
+    // is safe. CUDA kernels bring the shared CUDA runtime, whose threads and exit handlers must
+    // stay mapped.
+    library_.reset(
+        dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL | (IsCuda(options_) ? RTLD_NODELETE : 0)));
     if (library_ == nullptr) {
       return FailedPrecondition(fmt::format("cannot load {}: {}", library.string(), dl_error()));
     }
@@ -676,17 +726,32 @@ class Verifier {
 
   Result<SwapOutcome> RunSwapped(const std::vector<const Candidate*>& active) {
     KF_ASSIGN_OR_RETURN(std::unique_ptr<SwappedModel> model,
-                        BuildSwapped(graph_, groups_, kernels_, active, options_.threads));
+                        BuildSwapped(graph_, groups_, kernels_, active, options_));
     SwapOutcome outcome;
     TensorMap outputs;
     const Status ran = model->executor->Run(feeds_, &outputs);
     outcome.ran = ran.ok();
     if (!ran.ok()) {
       outcome.failure = ran.message();
+      KF_RETURN_IF_ERROR(CheckDeviceAfter(active, ran));
       return outcome;
     }
     outcome.comparison = CompareOutputs(graph_, reference_, outputs);
     return outcome;
+  }
+
+  // A kernel that faulted on a GPU (an illegal address) can leave the context unusable; then
+  // nothing more can run in this process, and verification cannot go on.
+  Status CheckDeviceAfter(const std::vector<const Candidate*>& active, const Status& failure) {
+    const Status healthy = CheckDevice(options_.backend, options_.device);
+    if (healthy.ok()) return Status::Ok();
+    std::vector<std::string> labels;
+    for (const Candidate* candidate : active) {
+      labels.push_back(KernelLabel(kernels_[candidate->kernel]));
+    }
+    return Internal(
+        fmt::format("the GPU is unusable after the model ran with {} swapped in ({}): {}",
+                    fmt::join(labels, ", "), failure.message(), healthy.message()));
   }
 
   std::vector<const Candidate*> Active() const {
@@ -727,31 +792,29 @@ class Verifier {
     return SwapOutcome::Baseline();
   }
 
-  // One warm-up each, then runs alternating so that load on the machine hits both alike.
+  // One warm-up each, then runs alternating so that load on the machine hits both alike. On the
+  // CPU a run is the wall time of Run; on a GPU the event time of one launch (ModelRunTimer).
   Status Time() {
     report_.reps = options_.reps;
-    TensorMap outputs;
-    const auto timed = [&outputs, this](runtime::BaselineExecutor& executor) -> Result<double> {
-      const auto start = std::chrono::steady_clock::now();
-      KF_RETURN_IF_ERROR(executor.Run(feeds_, &outputs));
-      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-          .count();
-    };
     std::unique_ptr<SwappedModel> swapped;
+    std::unique_ptr<ModelRunTimer> swapped_timer;
     if (!candidates_.empty()) {
-      KF_ASSIGN_OR_RETURN(swapped,
-                          BuildSwapped(graph_, groups_, kernels_, Active(), options_.threads));
-      KF_RETURN_IF_ERROR(swapped->executor->Run(feeds_, &outputs));
+      KF_ASSIGN_OR_RETURN(swapped, BuildSwapped(graph_, groups_, kernels_, Active(), options_));
+      KF_ASSIGN_OR_RETURN(swapped_timer,
+                          MakeModelRunTimer(options_.backend, *swapped->executor, feeds_));
+      KF_RETURN_IF_ERROR(swapped_timer->TimeRunUs().status());
     }
-    KF_RETURN_IF_ERROR(baseline_->Run(feeds_, &outputs));
+    KF_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunTimer> baseline_timer,
+                        MakeModelRunTimer(options_.backend, *baseline_, feeds_));
+    KF_RETURN_IF_ERROR(baseline_timer->TimeRunUs().status());
     std::vector<double> baseline_ms;
     std::vector<double> swapped_ms;
     for (int rep = 0; rep < options_.reps; ++rep) {
-      KF_ASSIGN_OR_RETURN(double ms, timed(*baseline_));
-      baseline_ms.push_back(ms);
-      if (swapped != nullptr) {
-        KF_ASSIGN_OR_RETURN(ms, timed(*swapped->executor));
-        swapped_ms.push_back(ms);
+      KF_ASSIGN_OR_RETURN(double us, baseline_timer->TimeRunUs());
+      baseline_ms.push_back(us / 1000);
+      if (swapped_timer != nullptr) {
+        KF_ASSIGN_OR_RETURN(us, swapped_timer->TimeRunUs());
+        swapped_ms.push_back(us / 1000);
       }
     }
     report_.baseline_ms = Median(baseline_ms);
@@ -774,7 +837,7 @@ class Verifier {
     fs::path built = linked;
     if (candidates_.size() != linked_count) {
       built = dir / "kept.so";
-      KF_ASSIGN_OR_RETURN(ToolRun kept, LinkLibrary(options_.compile, Objects(), built, dir));
+      KF_ASSIGN_OR_RETURN(ToolRun kept, LinkLibrary(options_, Objects(), built, dir));
       if (!kept.ok) return Internal("the kept kernels do not link: " + Summarize(kept.log));
     }
     fs::rename(built, library, error);
@@ -838,6 +901,10 @@ Result<ModelVerifyReport> VerifyModel(const planner::Graph& graph,
   }
   if (!(options.rtol > 0)) {
     return InvalidArgument(fmt::format("verify: rtol is {}; it must be positive", options.rtol));
+  }
+  if (options.backend != "cpu" && options.backend != "cuda") {
+    return InvalidArgument(
+        fmt::format("verify: backend '{}' is not one of cpu, cuda", options.backend));
   }
   std::error_code error;
   if (options.work_dir.empty() || !fs::is_directory(options.work_dir, error)) {

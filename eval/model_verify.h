@@ -7,6 +7,11 @@
 // The winners are compiled into one shared library (each source with kf_kernel_run renamed to
 // its own symbol) plus a C header declaring them: what `kfleet export` hands the user. Kernels run
 // in this process: the caller runs verification in a process of its own (a worker task).
+//
+// On "cuda" the kernels are CUDA sources (nvcc objects without -rdc, each with its own embedded
+// fatbin), the baseline is the CUDA baseline on GPU `device`, the kernels get its device pointers
+// and the default stream, and runs are timed with CUDA events around a launch of the whole model
+// (no host copies).
 #pragma once
 
 #include <cstdint>
@@ -36,7 +41,11 @@ struct VerifyOptions {
   double rtol = 1e-3;
   double feed_scale = 0.05;        // random weights around the scale of trained ones
   std::filesystem::path work_dir;  // where the combined library is built; must exist
-  CompileOptions compile;          // compiler and flags for the combined library
+  // Compiler and flags for the combined library: g++ for "cpu", CudaCompileOptions(the device's
+  // arch) for "cuda".
+  CompileOptions compile;
+  std::string backend = "cpu";  // "cpu" or "cuda"
+  int device = 0;               // the GPU for "cuda"
 };
 
 struct KernelVerdict {

@@ -13,6 +13,7 @@
 
 #include "agents/search.h"
 #include "common/files.h"
+#include "eval/device.h"
 #include "eval/harness.h"
 #include "eval/launcher.h"
 #include "eval/model_verify.h"
@@ -33,6 +34,10 @@ constexpr int kDefaultModelReps = 5;
 constexpr int kModelWarmupRuns = 1;
 // A plan asks for a handful of proposals; a count beyond this is a damaged request.
 constexpr uint32_t kMaxProposals = 1024;
+// What the harness's device report says when a kernel's fault took the CUDA context with it.
+constexpr std::string_view kContextLost = "context is lost";
+// `kfleet-harness --check-device` starts the CUDA runtime and runs one probe kernel.
+constexpr int64_t kDeviceCheckTimeoutMs = 60'000;
 
 std::string_view DataView(capnp::Data::Reader data) {
   return {reinterpret_cast<const char*>(data.begin()), data.size()};
@@ -51,9 +56,21 @@ Result<planner::Graph> ImportSpec(capnp::Data::Reader spec_onnx) {
   return planner::ImportOnnxBytes(DataView(spec_onnx), "kernel spec", "", {});
 }
 
-Result<planner::Graph> ImportModel(capnp::Data::Reader model) {
+// `dtype` as `kfleet plan --dtype` takes it: empty = as exported.
+Result<planner::Graph> ImportModel(capnp::Data::Reader model, capnp::Text::Reader dtype) {
   if (model.size() == 0) return InvalidArgument("the request carries no model");
-  return planner::ImportOnnxBytes(DataView(model), "model", "", {});
+  planner::ImportOptions options;
+  KF_ASSIGN_OR_RETURN(options.compute_dtype, planner::ParseComputeDtype(TextView(dtype)));
+  return planner::ImportOnnxBytes(DataView(model), "model", "", options);
+}
+
+// A request's backend: "cpu" (also for an empty field, from a coordinator that predates it) or
+// "cuda".
+Result<std::string> BackendOf(capnp::Text::Reader text) {
+  const std::string_view backend = TextView(text);
+  if (backend.empty() || backend == "cpu") return std::string("cpu");
+  if (backend == "cuda") return std::string("cuda");
+  return InvalidArgument(fmt::format("backend '{}' is not one of cpu, cuda", backend));
 }
 
 Result<int> ToInt(uint32_t value, std::string_view what) {
@@ -111,8 +128,8 @@ Result<std::string> RunPlan(std::string_view payload) {
   for (const capnp::Text::Reader name : request.getTemplates()) {
     proposal.templates.push_back(TextString(name));
   }
-  const std::vector<std::unique_ptr<agents::TemplateFamily>> families =
-      agents::CpuTemplateFamilies();
+  KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,
+                      agents::TemplateFamiliesFor(TextView(request.getBackend())));
   KF_ASSIGN_OR_RETURN(const std::vector<agents::Proposal> proposals,
                       agents::ProposeCandidates(spec, families, proposal));
 
@@ -141,8 +158,8 @@ Result<std::string> RunCode(std::string_view payload) {
   KF_ASSIGN_OR_RETURN(const agents::SpecView spec, agents::AnalyzeSpec(graph));
   KF_ASSIGN_OR_RETURN(const agents::Params params, ReadParams(request.getParams()));
   const std::string_view wanted = TextView(request.getTemplate());
-  const std::vector<std::unique_ptr<agents::TemplateFamily>> families =
-      agents::CpuTemplateFamilies();
+  KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,
+                      agents::TemplateFamiliesFor(TextView(request.getBackend())));
   const agents::TemplateFamily* family = nullptr;
   std::vector<std::string_view> known;
   for (const std::unique_ptr<agents::TemplateFamily>& candidate : families) {
@@ -190,26 +207,41 @@ Result<std::string> RunEvaluation(msg::EvalRequest::Reader request, bool profile
   if (request.getSpecOnnx().size() == 0) {
     return InvalidArgument("the request carries no kernel spec");
   }
+  KF_ASSIGN_OR_RETURN(const std::string backend, BackendOf(request.getBackend()));
   const std::filesystem::path spec_path = context.scratch_dir / "spec.onnx";
   KF_RETURN_IF_ERROR(WriteFileAtomic(spec_path, DataView(request.getSpecOnnx())));
-  KF_ASSIGN_OR_RETURN(const planner::CpuCalibration calibration, WorkerCalibration());
 
   eval::CompileOptions compile;
   eval::LaunchOptions launch;
-  launch.threads = context.threads;
-  launch.device = DeviceText(calibration);
-  FitUnderTaskTimeout(context.timeout_ms, compile, launch);
   eval::HarnessOptions harness;
+  launch.threads = context.threads;
+  harness.backend = backend;
+  if (backend == "cuda") {
+    KF_ASSIGN_OR_RETURN(const eval::CudaDeviceSummary gpu,
+                        eval::DescribeCudaDevice(context.device));
+    compile = eval::CudaCompileOptions(gpu.arch);
+    launch.device = gpu.description;
+    harness.device = context.device;
+  } else {
+    KF_ASSIGN_OR_RETURN(const planner::CpuCalibration calibration, WorkerCalibration());
+    launch.device = DeviceText(calibration);
+  }
+  FitUnderTaskTimeout(context.timeout_ms, compile, launch);
   harness.seed = request.getSeed();
   harness.sol_us = request.getSolUs();
   harness.profile = profile;
   harness.tests = !profile;
-  KF_ASSIGN_OR_RETURN(std::unique_ptr<eval::Toolchain> toolchain, eval::MakeCpuToolchain(compile));
+  KF_ASSIGN_OR_RETURN(
+      std::unique_ptr<eval::Toolchain> toolchain,
+      backend == "cuda" ? eval::MakeCudaToolchain(compile) : eval::MakeCpuToolchain(compile));
   KF_ASSIGN_OR_RETURN(
       eval::EvalReport report,
       eval::EvaluateSource(spec_path, TextView(request.getSource()), *toolchain, harness, launch));
   // The scratch path is gone once the task ends; the coordinator knows the spec by its job.
   report.spec = "spec.onnx";
+  if (backend == "cuda") {
+    KF_RETURN_IF_ERROR(CheckGpuAfterEvaluation(report, context.device));
+  }
 
   capnp::MallocMessageBuilder builder;
   msg::EvalReply::Builder reply = builder.initRoot<msg::EvalReply>();
@@ -225,11 +257,30 @@ double Median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
+// Whole runs of a GPU model: one warm-up, then the median of `reps` event-timed launches (feeds
+// uploaded once, nothing copied back, no per-node events in the way). RunTimed's wall time would
+// count the host copies of every input, weight and output, and the sum of its node times would
+// miss the gaps between launches that eager execution pays.
+Result<double> MedianGpuRunUs(runtime::BaselineExecutor& executor, const runtime::TensorMap& feeds,
+                              int reps) {
+  KF_ASSIGN_OR_RETURN(std::unique_ptr<eval::ModelRunTimer> timer,
+                      eval::MakeModelRunTimer("cuda", executor, feeds));
+  std::vector<double> run_us;
+  for (int run = 0; run < kModelWarmupRuns + reps; ++run) {
+    KF_ASSIGN_OR_RETURN(const double us, timer->TimeRunUs());
+    if (run >= kModelWarmupRuns) run_us.push_back(us);
+  }
+  return Median(run_us);
+}
+
 // The same measurement as `kfleet profile`: warm-up, then `reps` timed runs on random inputs and
-// weights; every node's median and the median of whole runs.
+// weights; every node's median and the median of whole runs. On a GPU node times are CUDA-event
+// times (RunTimed) and whole runs are timed apart (MedianGpuRunUs).
 Result<std::string> RunModelProfile(msg::ModelProfileRequest::Reader request,
                                     const KernelTaskContext& context) {
-  KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportModel(request.getModel()));
+  KF_ASSIGN_OR_RETURN(const std::string backend, BackendOf(request.getBackend()));
+  KF_ASSIGN_OR_RETURN(const planner::Graph graph,
+                      ImportModel(request.getModel(), request.getDtype()));
   KF_ASSIGN_OR_RETURN(const int requested_reps, ToInt(request.getReps(), "reps"));
   const int reps = requested_reps > 0 ? requested_reps : kDefaultModelReps;
   runtime::FeedOptions feed_options;
@@ -241,9 +292,19 @@ Result<std::string> RunModelProfile(msg::ModelProfileRequest::Reader request,
   runtime::BaselineOptions options;
   options.threads = context.threads;
   KF_ASSIGN_OR_RETURN(std::unique_ptr<runtime::BaselineExecutor> executor,
-                      runtime::BaselineExecutor::Create(graph, options));
-  // Calibrated before the runs: a first-time calibration must not compete with them for cores.
-  KF_ASSIGN_OR_RETURN(const planner::CpuCalibration calibration, WorkerCalibration());
+                      eval::MakeBaselineExecutor(backend, graph, options, context.device));
+  // The CPU is calibrated before the runs: a first-time calibration must not compete with them
+  // for cores.
+  planner::CpuCalibration calibration;
+  std::string device;
+  if (backend == "cuda") {
+    KF_ASSIGN_OR_RETURN(const eval::CudaDeviceSummary gpu,
+                        eval::DescribeCudaDevice(context.device));
+    device = gpu.description;
+  } else {
+    KF_ASSIGN_OR_RETURN(calibration, WorkerCalibration());
+    device = DeviceText(calibration);
+  }
 
   std::vector<std::vector<double>> node_us(graph.nodes.size());
   std::vector<double> run_us;
@@ -260,6 +321,10 @@ Result<std::string> RunModelProfile(msg::ModelProfileRequest::Reader request,
       node_us[i].push_back(node_seconds[i] * 1e6);
     }
   }
+  double total_us = Median(run_us);
+  if (backend == "cuda") {
+    KF_ASSIGN_OR_RETURN(total_us, MedianGpuRunUs(*executor, feeds, reps));
+  }
 
   capnp::MallocMessageBuilder builder;
   msg::ModelProfileReply::Builder reply = builder.initRoot<msg::ModelProfileReply>();
@@ -268,18 +333,24 @@ Result<std::string> RunModelProfile(msg::ModelProfileRequest::Reader request,
     nodes[static_cast<capnp::uint>(i)].setName(graph.nodes[i].name);
     nodes[static_cast<capnp::uint>(i)].setUs(Median(node_us[i]));
   }
-  reply.setTotalUs(Median(run_us));
-  reply.setDevice(DeviceText(calibration));
-  reply.setCpuModel(calibration.cpu_model);
-  reply.setLogicalCores(static_cast<uint32_t>(std::max(calibration.logical_cores, 0)));
-  reply.setCopyBytesPerS(calibration.copy_bytes_per_s);
-  reply.setMatmulFlopsPerS(calibration.matmul_flops_per_s);
+  reply.setTotalUs(total_us);
+  reply.setDevice(device);
+  // The CPU's calibration feeds the CPU cost model; a GPU profile leaves it unset (0).
+  if (backend == "cpu") {
+    reply.setCpuModel(calibration.cpu_model);
+    reply.setLogicalCores(static_cast<uint32_t>(std::max(calibration.logical_cores, 0)));
+    reply.setCopyBytesPerS(calibration.copy_bytes_per_s);
+    reply.setMatmulFlopsPerS(calibration.matmul_flops_per_s);
+  }
   return msg::EncodePayload(builder);
 }
 
 Result<std::string> RunVerify(msg::VerifyRequest::Reader request,
                               const KernelTaskContext& context) {
-  KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportModel(request.getModel()));
+  KF_ASSIGN_OR_RETURN(const std::string backend, BackendOf(request.getBackend()));
+  // The kernels' spec hashes were taken on the model imported in the job's dtype.
+  KF_ASSIGN_OR_RETURN(const planner::Graph graph,
+                      ImportModel(request.getModel(), request.getDtype()));
   std::vector<eval::SwapKernel> kernels;
   for (const msg::VerifyKernel::Reader kernel : request.getKernels()) {
     kernels.push_back({TextString(kernel.getSpecHash()), TextString(kernel.getName()),
@@ -290,6 +361,13 @@ Result<std::string> RunVerify(msg::VerifyRequest::Reader request,
   KF_ASSIGN_OR_RETURN(const int reps, ToInt(request.getReps(), "reps"));
   if (reps > 0) options.reps = reps;
   options.threads = context.threads;
+  options.backend = backend;
+  options.device = context.device;
+  if (backend == "cuda") {
+    KF_ASSIGN_OR_RETURN(const eval::CudaDeviceSummary gpu,
+                        eval::DescribeCudaDevice(context.device));
+    options.compile = eval::CudaCompileOptions(gpu.arch);
+  }
   options.work_dir = context.scratch_dir / "verify";
   KF_RETURN_IF_ERROR(MakeDirs(options.work_dir, /*private_dir=*/true));
   KF_ASSIGN_OR_RETURN(const eval::ModelVerifyReport report,
@@ -355,6 +433,22 @@ Result<std::string> RunKernelTask(std::string_view kind, std::string_view payloa
   } catch (const std::exception& e) {
     return Internal(fmt::format("{}: {}", kind, e.what()));
   }
+}
+
+Status CheckGpuAfterEvaluation(const eval::EvalReport& report, int device, ProcessRunner& runner) {
+  if (report.reason.find(kContextLost) == std::string::npos) return Status::Ok();
+  ProcessSpec spec;
+  spec.argv = {eval::HarnessPath().string(), "--check-device", "--backend", "cuda", "--device",
+               std::to_string(device)};
+  spec.timeout_ms = kDeviceCheckTimeoutMs;
+  KF_ASSIGN_OR_RETURN(const ProcessResult check, runner.Run(spec));
+  if (check.Succeeded()) return Status::Ok();
+  std::string why = check.stderr_bytes;
+  while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+  return Unavailable(fmt::format(
+      "GPU {} is unusable: the candidate's kernel faulted ({}), and a device check in a fresh "
+      "process then failed ({}{}{})",
+      device, report.reason, check.Describe(), why.empty() ? "" : ": ", why));
 }
 
 Result<agents::Params> ReadParams(capnp::List<msg::Param>::Reader params) {

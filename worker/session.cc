@@ -4,7 +4,10 @@
 #include <cerrno>
 #include <limits>
 #include <set>
+#include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "common/log.h"
 #include "messages/transport.h"
@@ -401,6 +404,57 @@ uint32_t WorkerSession::SlotsInUse(SlotClass slot_class) const {
       [slot_class](const auto& entry) { return entry.second.slot_class == slot_class; }));
 }
 
+// Exclusive tasks (timing) own their GPU: they take one no other exclusive task holds. Other
+// CUDA tasks (tests) go where the fewest tasks run, avoiding GPUs under a timing run while any
+// other fits, since work beside a timed kernel disturbs its timing. Ties go to the probe's order.
+Result<int> WorkerSession::ChooseDevice(msg::Requirements::Reader requirements,
+                                        SlotClass slot_class) const {
+  if (requirements.getBackend() != msg::Backend::CUDA) return -1;
+  const std::string arch = ToString(requirements.getArch());
+  struct Load {
+    int device;
+    uint32_t exclusive;  // running exclusive tasks
+    uint32_t tasks;      // running tasks of any class
+  };
+  std::vector<Load> loads;
+  size_t cuda_gpus = 0;
+  for (const GpuInfo& gpu : options_.probe.gpus) {
+    if (gpu.backend != "cuda") continue;
+    ++cuda_gpus;
+    if ((arch.empty() || gpu.arch == arch) &&
+        gpu.memory_bytes >= requirements.getMinMemoryBytes()) {
+      loads.push_back({static_cast<int>(gpu.index), 0, 0});
+    }
+  }
+  if (cuda_gpus == 0) return FailedPrecondition("this worker has no CUDA GPU");
+  if (loads.empty()) {
+    return FailedPrecondition(
+        "no CUDA GPU of this worker has " + (arch.empty() ? "" : "arch " + arch + " and ") +
+        "at least " + std::to_string(requirements.getMinMemoryBytes()) + " bytes of memory");
+  }
+  for (const auto& [key, task] : running_) {
+    for (Load& load : loads) {
+      if (load.device != task.device) continue;
+      ++load.tasks;
+      if (task.slot_class == SlotClass::kGpuExclusive) ++load.exclusive;
+    }
+  }
+  const bool exclusive = slot_class == SlotClass::kGpuExclusive;
+  const Load* best = nullptr;
+  for (const Load& load : loads) {
+    if (exclusive && load.exclusive > 0) continue;
+    if (best == nullptr ||
+        std::tie(load.exclusive, load.tasks) < std::tie(best->exclusive, best->tasks)) {
+      best = &load;
+    }
+  }
+  if (best == nullptr) {
+    return ResourceExhausted("no free CUDA GPU on this worker: all " +
+                             std::to_string(loads.size()) + " run an exclusive task");
+  }
+  return best->device;
+}
+
 void WorkerSession::OnAssign(msg::Assign::Reader assign, int64_t now_us) {
   AssignedTask task;
   task.key = {assign.getTaskId(), assign.getAttempt()};
@@ -437,12 +491,18 @@ void WorkerSession::OnAssign(msg::Assign::Reader assign, int64_t now_us) {
            now_us);
     return;
   }
+  const Result<int> device = ChooseDevice(assign.getRequirements(), slot_class);
+  if (!device.ok()) {
+    Refuse(task, device.status().message(), now_us);
+    return;
+  }
+  task.device = *device;
   const kfleet::Status started = executor_->Start(task);
   if (!started.ok()) {
     Refuse(task, started.message(), now_us);
     return;
   }
-  running_[task.key] = RunningTask{slot_class, task.job_id};
+  running_[task.key] = RunningTask{slot_class, task.job_id, task.device};
   ++counters_.tasks_started;
   log::Info("task.started")
       .Kv("node", options_.node_name)
@@ -451,6 +511,7 @@ void WorkerSession::OnAssign(msg::Assign::Reader assign, int64_t now_us) {
       .Kv("job", task.job_id)
       .Kv("kind", task.kind)
       .Kv("slot", slot_name)
+      .Kv("device", task.device)
       .Kv("timeout_ms", task.timeout_ms);
 }
 

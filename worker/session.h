@@ -121,6 +121,7 @@ class WorkerSession {
   struct RunningTask {
     SlotClass slot_class;
     uint64_t job_id;
+    int device;  // the CUDA GPU it runs on; -1: none
   };
   struct UnackedResult {
     msg::DecodedMessage message;  // the TaskResult as first encoded
@@ -156,6 +157,9 @@ class WorkerSession {
   void Finish(const FinishedTask& finished, uint64_t job_id, int64_t now_us);
   void Refuse(const AssignedTask& task, const std::string& error, int64_t now_us);
   uint32_t SlotsInUse(SlotClass slot_class) const;
+  // The GPU (CUDA runtime index) a task of `requirements` runs on, -1 for other backends; an
+  // error, for the refusal, when no GPU of this node fits.
+  Result<int> ChooseDevice(msg::Requirements::Reader requirements, SlotClass slot_class) const;
 
   zmq::context_t& context_;
   SessionOptions options_;

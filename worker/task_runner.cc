@@ -173,6 +173,9 @@ void ProcessTaskExecutor::RunTask(AssignedTask task, Running* running) {
                std::to_string(task.key.attempt),
                "--timeout-ms",
                std::to_string(task.timeout_ms)};
+  if (task.device >= 0) {
+    spec.argv.insert(spec.argv.end(), {"--device", std::to_string(task.device)});
+  }
   spec.cwd = options_.cwd;
   spec.stdin_bytes = std::move(task.payload);
   spec.timeout_ms = task.timeout_ms;

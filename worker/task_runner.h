@@ -4,8 +4,10 @@
 //
 // Two executors:
 //  - ProcessTaskExecutor (kfleet-worker): every task is a child process
-//    `kfleet-worker run-task --kind K --task-id N --attempt A`, in its own process group, payload
-//    on stdin, output on stdout, error text on stderr; one thread per running task waits for it.
+//    `kfleet-worker run-task --kind K --task-id N --attempt A [--device D]`, in its own process
+//    group, with the worker's environment (CUDA_VISIBLE_DEVICES included, so device numbers mean
+//    the same cards), payload on stdin, output on stdout, error text on stderr; one thread per
+//    running task waits for it.
 //  - InProcessTaskExecutor (`kfleet bench dispatch`, many workers in one process): echo tasks run
 //  on
 //    a small shared thread pool; a crash or hang becomes a failure, since neither may happen to a
@@ -48,6 +50,7 @@ struct AssignedTask {
   std::string kind;         // "echo" or a kernel task kind (kernel_tasks.h)
   uint32_t timeout_ms = 0;  // wall-clock limit; 0 = none
   std::string payload;      // kind-specific input bytes
+  int device = -1;          // the GPU the session gave a CUDA task (run-task --device); -1: none
 };
 
 // How an attempt ended; becomes a TaskResult message.

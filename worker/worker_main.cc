@@ -48,6 +48,7 @@ struct RunTaskFlags {
   uint64_t task_id = 0;
   uint32_t attempt = 0;
   int64_t timeout_ms = 0;  // the task's limit, so that kernel evaluations finish under it
+  int device = 0;          // the GPU the session gave a CUDA task
 };
 
 // Exit codes of `run-task`; any nonzero one is a failed attempt, the numbers help a person.
@@ -72,6 +73,7 @@ Result<std::string> RunKernelTaskInScratch(const RunTaskFlags& flags, std::strin
   context.scratch_dir = scratch.path();
   context.threads = TaskThreads();
   context.timeout_ms = flags.timeout_ms;
+  context.device = flags.device;
   return RunKernelTask(flags.kind, payload, context);
 }
 
@@ -345,6 +347,8 @@ int main(int argc, char** argv) {
   run_task->add_option("--task-id", task.task_id, "Task id")->required();
   run_task->add_option("--attempt", task.attempt, "Attempt")->required();
   run_task->add_option("--timeout-ms", task.timeout_ms, "The task's time limit (0: none)");
+  run_task->add_option("--device", task.device, "GPU index of a CUDA task (default 0)")
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);

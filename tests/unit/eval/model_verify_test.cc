@@ -14,6 +14,7 @@
 #include "common/files.h"
 #include "common/subprocess.h"
 #include "common/temp_dir.h"
+#include "eval/device.h"
 #include "kfleet/kernel.h"
 #include "planner/kernel_spec.h"
 #include "planner/onnx_import.h"
@@ -113,6 +114,20 @@ extern "C" int kf_kernel_run(const kf_tensor*, int32_t, kf_tensor*, int32_t, voi
 constexpr const char* kSyntaxErrorSource = R"(#include "kfleet/kernel.h"
 extern "C" int kf_kernel_run(const kf_tensor*, int32_t, kf_tensor*, int32_t, void*) {
   return undeclared_status;
+}
+)";
+
+// Writes zeros over its output on the GPU: runs fine, and is wrong.
+constexpr const char* kCudaZerosSource = R"(#include "kfleet/kernel.h"
+#include <cuda_runtime.h>
+
+extern "C" int kf_kernel_run(const kf_tensor*, int32_t, kf_tensor* out, int32_t, void* stream) {
+  int64_t n = 1;
+  for (int32_t d = 0; d < out[0].ndim; ++d) n *= out[0].shape[d];
+  return cudaMemsetAsync(out[0].data, 0, n * sizeof(float), static_cast<cudaStream_t>(stream)) ==
+                 cudaSuccess
+             ? KF_OK
+             : KF_ERR_DEVICE;
 }
 )";
 
@@ -434,10 +449,91 @@ TEST_F(ModelVerifyTest, RefusesOptionsItCannotWorkWith) {
   options.work_dir = work_->path() / "missing";
   EXPECT_EQ(VerifyModel(graph, {}, options).status().code(), ErrorCode::kInvalidArgument);
   options = Options();
+  options.backend = "hip";
+  EXPECT_EQ(VerifyModel(graph, {}, options).status().code(), ErrorCode::kInvalidArgument);
+  options = Options();
   options.compile.compiler = "kfleet-no-such-compiler";
   const std::vector<SwapKernel> kernels = {
       {HashOf(graph, "gemm"), "gemm", kGemmSource, "kf_gemm_run"}};
   EXPECT_FALSE(VerifyModel(graph, kernels, options).ok());
+}
+
+// Both kernels on GPU 0: nvcc objects, each with its own fatbin, in one library; the CUDA
+// baseline hands them device pointers.
+TEST_F(ModelVerifyTest, CudaKernelsRunInsideTheCudaBaseline) {
+  const Status gpu = CheckDevice("cuda", 0);
+  if (!gpu.ok()) GTEST_SKIP() << "no usable CUDA device: " << gpu.message();
+  Result<CudaDeviceSummary> device = DescribeCudaDevice(0);
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  const planner::Graph graph = Import(kModelF32);
+  const std::vector<SwapKernel> kernels = {
+      {HashOf(graph, "layernorm"), "layernorm 16x96 f32 (cuda)",
+       ReadTestFile("kernels/cuda/layernorm_good.cu"), "kf_layernorm_cuda_run"},
+      {HashOf(graph, "gemm"), "gemm 16x96x96 f32 (cuda)",
+       ReadTestFile("kernels/cuda/matmul_good.cu"), "kf_matmul_cuda_run"}};
+  VerifyOptions options = Options();
+  options.backend = "cuda";
+  options.device = 0;
+  options.compile = CudaCompileOptions(device->arch);
+  options.compile.cache_dir = cache_->path();
+  const ModelVerifyReport report = MustVerify(graph, kernels, options);
+
+  ASSERT_EQ(report.kernels.size(), 2u);
+  for (const KernelVerdict& verdict : report.kernels) {
+    EXPECT_TRUE(verdict.kept) << verdict.name << ": " << verdict.reason;
+    EXPECT_EQ(verdict.occurrences, 2) << verdict.name;
+  }
+  EXPECT_TRUE(report.outputs_match);
+  EXPECT_LE(report.max_error, 1e-3);
+  EXPECT_GT(report.max_error, 0);  // the kernels did run: their rounding differs from cuBLASLt's
+  EXPECT_GT(report.baseline_ms, 0);
+  EXPECT_GT(report.swapped_ms, 0);
+  EXPECT_DOUBLE_EQ(report.speedup, report.baseline_ms / report.swapped_ms);
+
+  // The CUDA runtime the library loads must stay mapped (as in the verifier).
+  void* library = dlopen(report.library.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+  ASSERT_NE(library, nullptr) << dlerror();
+  EXPECT_NE(dlsym(library, "kf_layernorm_cuda_run"), nullptr);
+  EXPECT_NE(dlsym(library, "kf_matmul_cuda_run"), nullptr);
+  EXPECT_EQ(dlsym(library, "kf_kernel_run"), nullptr);
+  EXPECT_EQ(dlsym(library, "_Z8RowCountRK9kf_tensor"), nullptr);
+  EXPECT_EQ(dlclose(library), 0);
+}
+
+TEST_F(ModelVerifyTest, CudaKernelThatBreaksTheModelIsDropped) {
+  const Status gpu = CheckDevice("cuda", 0);
+  if (!gpu.ok()) GTEST_SKIP() << "no usable CUDA device: " << gpu.message();
+  Result<CudaDeviceSummary> device = DescribeCudaDevice(0);
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  const planner::Graph graph = Import(kModelF32);
+  const std::vector<SwapKernel> kernels = {
+      {HashOf(graph, "layernorm"), "layernorm zeros (cuda)", kCudaZerosSource, "kf_zeros_cuda_run"},
+      {HashOf(graph, "gemm"), "gemm 16x96x96 f32 (cuda)",
+       ReadTestFile("kernels/cuda/matmul_good.cu"), "kf_matmul_cuda_run"}};
+  VerifyOptions options = Options();
+  options.backend = "cuda";
+  options.compile = CudaCompileOptions(device->arch);
+  options.compile.cache_dir = cache_->path();
+  const ModelVerifyReport report = MustVerify(graph, kernels, options);
+  ASSERT_EQ(report.kernels.size(), 2u);
+  EXPECT_FALSE(report.kernels[0].kept);
+  EXPECT_TRUE(
+      report.kernels[0].reason.starts_with("output mismatch when swapped in alone: max error "))
+      << report.kernels[0].reason;
+  EXPECT_TRUE(report.kernels[1].kept) << report.kernels[1].reason;
+  EXPECT_TRUE(report.outputs_match);
+}
+
+TEST_F(ModelVerifyTest, CudaWithoutAGpuIsAnErrorNotACrash) {
+  if (CheckDevice("cuda", 0).ok()) GTEST_SKIP() << "a CUDA device is usable here";
+  const planner::Graph graph = Import(kModelF32);
+  VerifyOptions options = Options();
+  options.backend = "cuda";
+  options.compile = CudaCompileOptions("sm_90");
+  options.compile.cache_dir = cache_->path();
+  const Result<ModelVerifyReport> report = VerifyModel(graph, {}, options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_FALSE(report.status().message().empty());
 }
 
 TEST_F(ModelVerifyTest, ReportRoundTripsThroughJson) {

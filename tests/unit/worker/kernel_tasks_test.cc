@@ -15,6 +15,8 @@
 #include "agents/search.h"
 #include "common/files.h"
 #include "common/temp_dir.h"
+#include "eval/device.h"
+#include "eval/launcher.h"
 #include "eval/model_verify.h"
 #include "eval/report.h"
 #include "planner/cost_model.h"
@@ -50,6 +52,13 @@ capnp::Data::Reader AsData(const std::string& bytes) {
 
 constexpr char kLayerNormSpec[] = "specs/layernorm_128x1024.onnxtxt";
 constexpr char kModel[] = "models/worker_mlp_layernorm.onnxtxt";
+
+// GPU tests skip, saying why, where device 0 cannot run CUDA kernels.
+#define KF_REQUIRE_GPU()                                                             \
+  do {                                                                               \
+    const Status kf_gpu = eval::CheckDevice("cuda", 0);                              \
+    if (!kf_gpu.ok()) GTEST_SKIP() << "no usable CUDA device: " << kf_gpu.message(); \
+  } while (false)
 
 // The harness binary, the kernel compile cache and the CPU calibration cache are the suite's own:
 // set once (the calibration then runs once), restored afterwards.
@@ -88,10 +97,12 @@ class KernelTasks : public ::testing::Test {
   }
 
   std::string Plan(const std::string& spec, uint32_t count,
-                   const std::vector<msg::Proposal::Reader>& history = {}) {
+                   const std::vector<msg::Proposal::Reader>& history = {},
+                   const std::string& backend = "") {
     capnp::MallocMessageBuilder builder;
     msg::PlanRequest::Builder request = builder.initRoot<msg::PlanRequest>();
     request.setSpecOnnx(AsData(spec));
+    request.setBackend(backend);
     request.setCount(count);
     request.setSeed(7);
     auto tried = request.initHistory(static_cast<capnp::uint>(history.size()));
@@ -106,13 +117,14 @@ class KernelTasks : public ::testing::Test {
     return msg::EncodePayload(builder);
   }
 
-  std::string Eval(const std::string& kernel_file, bool profile) {
+  std::string Eval(const std::string& kernel_file, bool profile, const std::string& backend = "") {
     capnp::MallocMessageBuilder builder;
     msg::EvalRequest::Builder request =
         profile ? builder.initRoot<msg::ProfileRequest>().initCandidate()
                 : builder.initRoot<msg::EvalRequest>();
     const std::string spec = OnnxBytes(kLayerNormSpec);
     request.setSpecOnnx(AsData(spec));
+    request.setBackend(backend);
     request.setSource(ReadData("kernels/" + kernel_file));
     request.setCandidateId(3);
     request.setSeed(5);
@@ -237,6 +249,52 @@ TEST_F(KernelTasks, PlanRejectsAnUnknownCandidateState) {
       << output.status().ToString();
 }
 
+// Template names and parameters of a PlanReply, as text, for comparing two plans.
+std::vector<std::string> ProposalKeys(const std::string& output) {
+  Result<msg::Payload<msg::PlanReply>> reply = msg::DecodePayload<msg::PlanReply>(output);
+  EXPECT_TRUE(reply.ok()) << reply.status().ToString();
+  if (!reply.ok()) return {};
+  std::vector<std::string> keys;
+  for (const msg::Proposal::Reader proposal : reply->root().getProposals()) {
+    Result<agents::Params> params = ReadParams(proposal.getParams());
+    EXPECT_TRUE(params.ok()) << params.status().ToString();
+    keys.push_back(agents::CandidateKey(proposal.getTemplate().cStr(), params.value_or({})));
+  }
+  return keys;
+}
+
+TEST_F(KernelTasks, PlanUsesTheRequestsBackendFamilies) {
+  const std::string spec = OnnxBytes(kLayerNormSpec);
+  // No backend (a coordinator that predates the field) plans for the CPU.
+  const Result<std::string> unnamed = Run("plan", Plan(spec, 4, {}, ""));
+  const Result<std::string> cpu = Run("plan", Plan(spec, 4, {}, "cpu"));
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status().ToString();
+  ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+  EXPECT_FALSE(ProposalKeys(*cpu).empty());
+  EXPECT_EQ(ProposalKeys(*unnamed), ProposalKeys(*cpu));
+
+  // CUDA proposes CUDA templates only; while none of them supports the spec, the plan fails
+  // with every CUDA family's reason.
+  const Result<std::string> cuda = Run("plan", Plan(spec, 4, {}, "cuda"));
+  if (cuda.ok()) {
+    for (const std::string& key : ProposalKeys(*cuda)) {
+      EXPECT_TRUE(key.starts_with("cuda_")) << key;
+    }
+  } else {
+    EXPECT_EQ(cuda.status().code(), ErrorCode::kFailedPrecondition) << cuda.status().ToString();
+    EXPECT_NE(cuda.status().message().find("cuda_rownorm"), std::string::npos)
+        << cuda.status().ToString();
+    EXPECT_EQ(cuda.status().message().find("gemm_blas"), std::string::npos)
+        << "a CPU family was asked: " << cuda.status().ToString();
+  }
+
+  const Result<std::string> bogus = Run("plan", Plan(spec, 4, {}, "bogus"));
+  ASSERT_FALSE(bogus.ok());
+  EXPECT_EQ(bogus.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(bogus.status().message().find("'bogus'"), std::string::npos)
+      << bogus.status().ToString();
+}
+
 // The first template that supports the spec and its default parameters.
 struct TemplatePoint {
   std::string name;
@@ -260,10 +318,11 @@ TemplatePoint DefaultPoint(const std::string& spec_bytes) {
 }
 
 std::string CodeRequest(const std::string& spec, const std::string& name,
-                        const agents::Params& params) {
+                        const agents::Params& params, const std::string& backend = "") {
   capnp::MallocMessageBuilder builder;
   msg::CodeRequest::Builder request = builder.initRoot<msg::CodeRequest>();
   request.setSpecOnnx(AsData(spec));
+  request.setBackend(backend);
   request.setTemplate(name);
   WriteParams(params, request.initParams(static_cast<capnp::uint>(params.size())));
   return msg::EncodePayload(builder);
@@ -291,6 +350,24 @@ TEST_F(KernelTasks, CodeRendersTheNamedTemplate) {
   EXPECT_FALSE(Run("code", CodeRequest(spec, point.name, bad)).ok());
 }
 
+TEST_F(KernelTasks, CodeLooksTheTemplateUpAmongTheBackendsFamilies) {
+  const std::string spec = OnnxBytes(kLayerNormSpec);
+  const TemplatePoint point = DefaultPoint(spec);
+  ASSERT_FALSE(point.name.empty());
+  EXPECT_TRUE(Run("code", CodeRequest(spec, point.name, point.params, "cpu")).ok());
+  // A CPU template is no CUDA one: the error lists the CUDA families.
+  const Result<std::string> cuda = Run("code", CodeRequest(spec, point.name, point.params, "cuda"));
+  ASSERT_FALSE(cuda.ok());
+  EXPECT_EQ(cuda.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(cuda.status().message().find("cuda_rownorm"), std::string::npos)
+      << cuda.status().ToString();
+  const Result<std::string> bogus =
+      Run("code", CodeRequest(spec, point.name, point.params, "bogus"));
+  ASSERT_FALSE(bogus.ok());
+  EXPECT_NE(bogus.status().message().find("'bogus'"), std::string::npos)
+      << bogus.status().ToString();
+}
+
 // Runs `code` in a real `kfleet-worker run-task` child, as the worker daemon does.
 TEST_F(KernelTasks, WorkerBinaryRunsAKernelTask) {
   Result<std::shared_ptr<WakeupFd>> wakeup = WakeupFd::Create();
@@ -306,6 +383,7 @@ TEST_F(KernelTasks, WorkerBinaryRunsAKernelTask) {
   task.key = {11, 1};
   task.kind = "code";
   task.timeout_ms = 60'000;
+  task.device = 1;  // passed as run-task --device; a code task has no use for it
   task.payload = CodeRequest(spec, point.name, point.params);
   ASSERT_TRUE(executor.Start(task).ok());
   std::vector<FinishedTask> finished;
@@ -334,6 +412,24 @@ TEST_F(KernelTasks, TestPassesAGoodKernelAndFailsAPlantedBug) {
   eval::EvalReport bug = ReportOf(Run("test", Eval("bug_wrong_non_pow2.cpp", false)));
   EXPECT_FALSE(bug.passed);
   EXPECT_EQ(bug.failed_stage, "shape_sweep") << Describe(bug);
+}
+
+TEST_F(KernelTasks, EvaluationRefusesAnUnknownBackend) {
+  const Result<std::string> output = Run("test", Eval("layernorm_good.cpp", false, "bogus"));
+  ASSERT_FALSE(output.ok());
+  EXPECT_EQ(output.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(output.status().message().find("backend 'bogus'"), std::string::npos)
+      << output.status().ToString();
+}
+
+TEST_F(KernelTasks, CudaTestRunsTheKernelOnTheAssignedGpu) {
+  KF_REQUIRE_GPU();
+  context_.timeout_ms = 300'000;
+  eval::EvalReport good = ReportOf(Run("test", Eval("cuda/layernorm_good.cu", false, "cuda")));
+  EXPECT_TRUE(good.passed) << Describe(good);
+  EXPECT_EQ(good.device.rfind("cuda:0 ", 0), 0u) << good.device;
+  eval::EvalReport unwritten = ReportOf(Run("test", Eval("cuda/bug_unwritten.cu", false, "cuda")));
+  EXPECT_FALSE(unwritten.passed);
 }
 
 TEST_F(KernelTasks, CandidateProfileTimesWithoutTheTestStages) {
@@ -379,6 +475,129 @@ TEST_F(KernelTasks, ModelProfileTimesEveryNode) {
   EXPECT_GT(reply->root().getCopyBytesPerS(), 0);
   EXPECT_GT(reply->root().getMatmulFlopsPerS(), 0);
   EXPECT_EQ(std::string(reply->root().getDevice().cStr()).rfind("cpu: ", 0), 0u);
+}
+
+// A fake `kfleet-harness --check-device`: records what it was asked and answers as told.
+class FakeDeviceCheck final : public ProcessRunner {
+ public:
+  Result<ProcessResult> Run(const ProcessSpec& spec, const std::atomic<bool>*) override {
+    argv.push_back(spec.argv);
+    ProcessResult result;
+    result.exit_code = healthy ? 0 : 1;
+    if (!healthy) result.stderr_bytes = "kfleet-harness: the device is unusable: Xid 79\n";
+    return result;
+  }
+  bool healthy = true;
+  std::vector<std::vector<std::string>> argv;
+};
+
+TEST_F(KernelTasks, AGpuThatLostItsContextIsCheckedInAFreshProcess) {
+  eval::EvalReport report;
+  report.reason = "the kernel raised a CUDA error: illegal address (the device context is lost)";
+  FakeDeviceCheck check;
+  EXPECT_TRUE(CheckGpuAfterEvaluation(report, 3, check).ok());
+  ASSERT_EQ(check.argv.size(), 1u);
+  EXPECT_EQ(check.argv[0], (std::vector<std::string>{eval::HarnessPath().string(), "--check-device",
+                                                     "--backend", "cuda", "--device", "3"}));
+
+  check.healthy = false;
+  const Status broken = CheckGpuAfterEvaluation(report, 3, check);
+  EXPECT_EQ(broken.code(), ErrorCode::kUnavailable) << broken.ToString();
+  EXPECT_NE(broken.message().find("GPU 3 is unusable"), std::string::npos) << broken.ToString();
+  EXPECT_NE(broken.message().find("Xid 79"), std::string::npos) << broken.ToString();
+
+  // A kernel that failed without taking the context along leaves the GPU alone.
+  report.reason = "smoke: output y[3] is 0, expected 1.5";
+  EXPECT_TRUE(CheckGpuAfterEvaluation(report, 3, check).ok());
+  EXPECT_EQ(check.argv.size(), 2u);
+
+  // The real harness agrees with this process about device 0.
+  report.reason = "the kernel raised a CUDA error: x (the device context is lost)";
+  const Status real = CheckGpuAfterEvaluation(report, 0);
+  EXPECT_EQ(real.ok(), eval::CheckDevice("cuda", 0).ok()) << real.ToString();
+  if (!real.ok()) {
+    EXPECT_EQ(real.code(), ErrorCode::kUnavailable) << real.ToString();
+  }
+}
+
+std::string ModelProfileRequest(const std::string& model, const std::string& backend,
+                                const std::string& dtype) {
+  capnp::MallocMessageBuilder builder;
+  msg::ModelProfileRequest::Builder request = builder.initRoot<msg::ProfileRequest>().initModel();
+  request.setModel(AsData(model));
+  request.setReps(3);
+  request.setSeed(2);
+  request.setBackend(backend);
+  request.setDtype(dtype);
+  return msg::EncodePayload(builder);
+}
+
+TEST_F(KernelTasks, ModelProfileTakesTheRequestsDtypeAndRefusesBadFields) {
+  const std::string model = OnnxBytes(kModel);
+  const Result<std::string> half = Run("profile", ModelProfileRequest(model, "cpu", "fp16"));
+  ASSERT_TRUE(half.ok()) << half.status().ToString();
+  Result<msg::Payload<msg::ModelProfileReply>> reply =
+      msg::DecodePayload<msg::ModelProfileReply>(*half);
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  EXPECT_EQ(reply->root().getNodes().size(), 3u);
+  EXPECT_GT(reply->root().getTotalUs(), 0);
+
+  const Result<std::string> int_dtype = Run("profile", ModelProfileRequest(model, "cpu", "int8"));
+  ASSERT_FALSE(int_dtype.ok());
+  EXPECT_EQ(int_dtype.status().code(), ErrorCode::kInvalidArgument);
+  const Result<std::string> bogus = Run("profile", ModelProfileRequest(model, "bogus", ""));
+  ASSERT_FALSE(bogus.ok());
+  EXPECT_NE(bogus.status().message().find("backend 'bogus'"), std::string::npos)
+      << bogus.status().ToString();
+}
+
+TEST_F(KernelTasks, CudaModelProfileTimesEveryNodeOnTheGpu) {
+  KF_REQUIRE_GPU();
+  const std::string model = OnnxBytes(kModel);
+  for (const char* dtype : {"", "fp16"}) {
+    SCOPED_TRACE(std::string("dtype '") + dtype + "'");
+    const Result<std::string> output = Run("profile", ModelProfileRequest(model, "cuda", dtype));
+    ASSERT_TRUE(output.ok()) << output.status().ToString();
+    Result<msg::Payload<msg::ModelProfileReply>> reply =
+        msg::DecodePayload<msg::ModelProfileReply>(*output);
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    const auto nodes = reply->root().getNodes();
+    ASSERT_EQ(nodes.size(), 3u);  // MatMul, Relu, LayerNormalization: every one a kernel
+    for (const msg::NodeTime::Reader node : nodes) {
+      EXPECT_GT(node.getUs(), 0) << node.getName().cStr();
+    }
+    EXPECT_GT(reply->root().getTotalUs(), 0);
+    EXPECT_EQ(std::string(reply->root().getDevice().cStr()).rfind("cuda:0 ", 0), 0u)
+        << reply->root().getDevice().cStr();
+    // The CPU's calibration is no business of a GPU profile.
+    EXPECT_EQ(reply->root().getLogicalCores(), 0u);
+    EXPECT_EQ(reply->root().getCopyBytesPerS(), 0);
+    EXPECT_EQ(reply->root().getMatmulFlopsPerS(), 0);
+  }
+}
+
+TEST_F(KernelTasks, CudaVerifyWithoutKernelsIsTheBaseline) {
+  KF_REQUIRE_GPU();
+  capnp::MallocMessageBuilder builder;
+  msg::VerifyRequest::Builder request = builder.initRoot<msg::ProfileRequest>().initVerify();
+  const std::string model = OnnxBytes(kModel);
+  request.setModel(AsData(model));
+  request.setReps(3);
+  request.setSeed(4);
+  request.setBackend("cuda");
+  const Result<std::string> output = Run("profile", msg::EncodePayload(builder));
+  ASSERT_TRUE(output.ok()) << output.status().ToString();
+  Result<msg::Payload<msg::VerifyReply>> reply = msg::DecodePayload<msg::VerifyReply>(*output);
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  Result<eval::ModelVerifyReport> report =
+      eval::ModelVerifyReportFromJson(reply->root().getReportJson().cStr());
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->outputs_match);
+  EXPECT_TRUE(report->kernels.empty());
+  EXPECT_GT(report->baseline_ms, 0);
+  EXPECT_EQ(report->swapped_ms, report->baseline_ms);
+  EXPECT_EQ(report->speedup, 1);
+  EXPECT_EQ(reply->root().getLibrary().size(), 0u);
 }
 
 TEST_F(KernelTasks, VerifySwapsAKernelIntoTheModel) {

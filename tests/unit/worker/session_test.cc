@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <deque>
+#include <map>
 #include <thread>
 
 #include "common/ids.h"
@@ -34,6 +35,7 @@ class FakeExecutor final : public TaskExecutor {
   bool Runs(std::string_view kind) const override { return kind == "echo"; }
   Status Start(const AssignedTask& task) override {
     started.push_back(task.key);
+    devices[task.key] = task.device;
     return Status::Ok();
   }
   void Cancel(const TaskKey& key) override {
@@ -55,6 +57,7 @@ class FakeExecutor final : public TaskExecutor {
   }
 
   std::vector<TaskKey> started;
+  std::map<TaskKey, int> devices;  // the GPU each started task was given
   std::vector<TaskKey> cancelled;
   int cancel_all_calls = 0;
 
@@ -203,9 +206,10 @@ class SessionTest : public ::testing::Test {
     Send<msg::Reject>(builder);
   }
 
+  // `cuda` makes a non-exclusive task a GPU one (a test); exclusive tasks are GPU timing anyway.
   void SendAssign(const TaskKey& key, const std::string& kind = "echo",
                   const std::string& payload = BuildEchoPayload(EchoSpec{}),
-                  bool exclusive_device = false) {
+                  bool exclusive_device = false, bool cuda = false) {
     capnp::MallocMessageBuilder builder;
     msg::Assign::Builder assign = builder.initRoot<msg::Assign>();
     assign.setTaskId(key.task_id);
@@ -215,7 +219,7 @@ class SessionTest : public ::testing::Test {
     // An exclusive task here is GPU timing; CPU timing takes a CPU slot (and the whole node).
     msg::Requirements::Builder requirements = assign.initRequirements();
     requirements.setExclusiveDevice(exclusive_device);
-    if (exclusive_device) requirements.setBackend(msg::Backend::CUDA);
+    if (exclusive_device || cuda) requirements.setBackend(msg::Backend::CUDA);
     assign.setLeaseMs(5000);
     assign.setTimeoutMs(60'000);
     assign.setPayload(
@@ -563,6 +567,67 @@ TEST_F(SessionTest, NoFreeSlotOrUnknownKindFailsTheAttemptAtOnce) {
   expect_refusal({4, 1}, "this worker has no gpu-exclusive slots");
   EXPECT_EQ(session_->counters().tasks_refused, 3u);
   EXPECT_EQ(session_->running_count(), 1u);
+}
+
+TEST_F(SessionTest, CudaTasksGetAGpuAndExclusiveOnesAGpuOfTheirOwn) {
+  SessionOptions options = Options();
+  GpuInfo second = options.probe.gpus[0];
+  second.index = 1;
+  options.probe.gpus.push_back(second);
+  options.slots = {2, 3, 4};  // an exclusive slot more than GPUs: the GPUs are the limit
+  Start(std::move(options));
+  Join();
+  const std::string payload = BuildEchoPayload(EchoSpec{});
+  // The GPU the task was started on.
+  auto device_of = [&](const TaskKey& key) {
+    EXPECT_TRUE(PumpUntil([&] { return executor_->devices.count(key) != 0; }))
+        << "task " << key.task_id << " did not start";
+    return executor_->devices.count(key) != 0 ? executor_->devices[key] : -2;
+  };
+  SendAssign({1, 1}, "echo", payload, /*exclusive_device=*/true);
+  EXPECT_EQ(device_of({1, 1}), 0);
+  // A test avoids the GPU under a timing run.
+  SendAssign({2, 1}, "echo", payload, /*exclusive_device=*/false, /*cuda=*/true);
+  EXPECT_EQ(device_of({2, 1}), 1);
+  // A test beside it does not hold GPU 1 against timing.
+  SendAssign({3, 1}, "echo", payload, /*exclusive_device=*/true);
+  EXPECT_EQ(device_of({3, 1}), 1);
+  // Both GPUs timing: the one with fewer tasks.
+  SendAssign({4, 1}, "echo", payload, /*exclusive_device=*/false, /*cuda=*/true);
+  EXPECT_EQ(device_of({4, 1}), 0);
+
+  SendAssign({5, 1}, "echo", payload, /*exclusive_device=*/true);
+  std::optional<msg::ReceivedMessage> refused = Expect(MessageType::RESULT);
+  ASSERT_TRUE(refused.has_value());
+  msg::TaskResult::Reader result = *refused->message.Root<msg::TaskResult>();
+  EXPECT_EQ(result.getTaskId(), 5u);
+  EXPECT_EQ(result.getOutcome(), msg::Outcome::FAILED);
+  EXPECT_EQ(Text(result.getError()),
+            "no free CUDA GPU on this worker: all 2 run an exclusive task");
+  EXPECT_EQ(executor_->devices.count({5, 1}), 0u);
+
+  // Once the timing run on GPU 0 ends, GPU 0 is free for the next one.
+  executor_->Complete({1, 1}, msg::Outcome::OK);
+  ASSERT_TRUE(Expect(MessageType::RESULT).has_value());
+  SendAssign({6, 1}, "echo", payload, /*exclusive_device=*/true);
+  EXPECT_EQ(device_of({6, 1}), 0);
+  // CPU tasks get no GPU.
+  SendAssign({7, 1});
+  EXPECT_EQ(device_of({7, 1}), -1);
+}
+
+TEST_F(SessionTest, CudaTaskOnAWorkerWithoutACudaGpuIsRefused) {
+  SessionOptions options = Options();
+  options.probe.gpus[0].backend = "hip";
+  Start(std::move(options));
+  Join();
+  SendAssign({1, 1}, "echo", BuildEchoPayload(EchoSpec{}), /*exclusive_device=*/false,
+             /*cuda=*/true);
+  std::optional<msg::ReceivedMessage> refused = Expect(MessageType::RESULT);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(Text(refused->message.Root<msg::TaskResult>()->getError()),
+            "this worker has no CUDA GPU");
+  EXPECT_TRUE(executor_->started.empty());
 }
 
 // Sends raw parts from the coordinator, as a broken or hostile peer would.
