@@ -4,9 +4,10 @@
 #   Here:  scripts/device-bundle.sh          (builds build-device/ with CUDA, fills bundle/)
 #          tar -cJf bundle.tar.xz bundle     (bundle/ is git-ignored: carry it, or this tarball)
 #   There: tar -xJf bundle.tar.xz && scripts/device-test.sh
-# Runs bundle/bin/cuda_test whole and the CUDA / GPU tests of eval_test, worker_test and
-# integration_test. Full logs go to ${OUT:-/tmp}/device-test/<binary>.log; this prints each
-# binary's summary, every skipped test with its reason and every failed one, then a table.
+# Runs bundle/bin/cuda_test whole, the CUDA / GPU tests of eval_test, worker_test and
+# integration_test, and agents_test's CUDA templates. Full logs go to
+# ${OUT:-/tmp}/device-test/<binary>.log; this prints each binary's summary, every skipped test
+# with its reason and every failed one, then a table.
 # Exits 1 when a test fails, a binary is missing, crashes, times out (KFLEET_TEST_TIMEOUT_S,
 # default 300) or runs no test.
 # The CUDA libraries come from the machine (the bundle leaves them out); KFLEET_CUDA_HOME points
@@ -97,6 +98,7 @@ run_binary cuda_test
 run_binary eval_test --gtest_filter="$gpu_filter"
 run_binary worker_test --gtest_filter="$gpu_filter"
 run_binary integration_test --gtest_filter="$gpu_filter"
+run_binary agents_test --gtest_filter="Cuda*"
 
 echo
 for row in "binary run passed skipped failed outcome" "${rows[@]}"; do
