@@ -445,9 +445,13 @@ Result<std::unique_ptr<SwappedModel>> BuildSwapped(const Graph& graph,
 struct Comparison {
   double max_error = 0;  // |got - ref| / (|ref| + rms(ref)); infinite for a wrong NaN / Inf
   std::string worst;     // "y[3,17]: 0 instead of 1.27", empty when every element is exact
+  // Within tolerance: every f32 element within rtol; f16 / bf16 outputs within half_rtol except
+  // at most 1 - half_matched_ratio of their elements (never a wrong NaN / Inf).
+  bool passed = true;
 };
 
-Comparison CompareOutputs(const Graph& graph, const TensorMap& reference, const TensorMap& got) {
+Comparison CompareOutputs(const Graph& graph, const TensorMap& reference, const TensorMap& got,
+                          const VerifyOptions& options) {
   Comparison result;
   const double inf = std::numeric_limits<double>::infinity();
   for (int id : graph.outputs) {
@@ -472,6 +476,12 @@ Comparison CompareOutputs(const Graph& graph, const TensorMap& reference, const 
       }
     }
     const double rms = finite > 0 ? std::sqrt(sum_squares / static_cast<double>(finite)) : 0;
+    const bool half = ref.dtype() == planner::DType::kF16 || ref.dtype() == planner::DType::kBF16;
+    const double rtol = half ? options.half_rtol : options.rtol;
+    const auto allowed = static_cast<int64_t>(
+        half ? std::floor(static_cast<double>(ref.elements()) * (1 - options.half_matched_ratio))
+             : 0.0);
+    int64_t beyond = 0;
     for (int64_t i = 0; i < ref.elements(); ++i) {
       const double r = ref.GetDouble(i);
       const double a = out.GetDouble(i);
@@ -484,12 +494,17 @@ Comparison CompareOutputs(const Graph& graph, const TensorMap& reference, const 
         const double scale = std::abs(r) + rms;
         error = exact || scale == 0 ? inf : std::abs(a - r) / scale;
       }
+      if (error > rtol) {
+        ++beyond;
+        if (std::isinf(error)) result.passed = false;
+      }
       if (error > result.max_error) {
         result.max_error = error;
         result.worst =
             fmt::format("{}: {:g} instead of {:g}", ElementName(name, ref.shape(), i), a, r);
       }
     }
+    if (beyond > allowed) result.passed = false;
   }
   return result;
 }
@@ -506,7 +521,7 @@ struct SwapOutcome {
     outcome.ran = true;
     return outcome;
   }
-  bool Passed(double rtol) const { return ran && comparison.max_error <= rtol; }
+  bool Passed() const { return ran && comparison.passed; }
   std::string Describe() const {
     if (!ran) return failure;
     std::string text = fmt::format("max error {:.3g}", comparison.max_error);
@@ -545,7 +560,7 @@ class Verifier {
 
     const size_t linked_count = candidates_.size();
     KF_ASSIGN_OR_RETURN(SwapOutcome final_outcome, DropMismatches());
-    report_.outputs_match = candidates_.empty() || final_outcome.Passed(options_.rtol);
+    report_.outputs_match = candidates_.empty() || final_outcome.Passed();
     report_.max_error = candidates_.empty() ? 0 : final_outcome.comparison.max_error;
     for (const Candidate& candidate : candidates_) report_.kernels[candidate.kernel].kept = true;
 
@@ -736,7 +751,7 @@ class Verifier {
       KF_RETURN_IF_ERROR(CheckDeviceAfter(active, ran));
       return outcome;
     }
-    outcome.comparison = CompareOutputs(graph_, reference_, outputs);
+    outcome.comparison = CompareOutputs(graph_, reference_, outputs, options_);
     return outcome;
   }
 
@@ -765,12 +780,12 @@ class Verifier {
   Result<SwapOutcome> DropMismatches() {
     if (candidates_.empty()) return SwapOutcome::Baseline();
     KF_ASSIGN_OR_RETURN(SwapOutcome together, RunSwapped(Active()));
-    if (together.Passed(options_.rtol)) return together;
+    if (together.Passed()) return together;
     for (Candidate& candidate : candidates_) {
       KF_ASSIGN_OR_RETURN(SwapOutcome alone, RunSwapped({&candidate}));
       candidate.alone_error =
           alone.ran ? alone.comparison.max_error : std::numeric_limits<double>::infinity();
-      if (!alone.Passed(options_.rtol)) {
+      if (!alone.Passed()) {
         Reject(candidate, (alone.ran ? "output mismatch when swapped in alone: "
                                      : "fails when swapped in alone: ") +
                               alone.Describe());
@@ -779,7 +794,7 @@ class Verifier {
     RemoveRejected();
     while (!candidates_.empty()) {
       KF_ASSIGN_OR_RETURN(together, RunSwapped(Active()));
-      if (together.Passed(options_.rtol)) return together;
+      if (together.Passed()) return together;
       const auto worst = std::max_element(
           candidates_.begin(), candidates_.end(),
           [](const Candidate& a, const Candidate& b) { return a.alone_error < b.alone_error; });
