@@ -945,7 +945,8 @@ Result<JobReport> Conductor::BuildReport(int64_t job_id) {
       out.speedup = best.speedup.value_or(0);
       out.explanation = best.plan;
       for (const auto& [name, value] : ParamsFromJson(best.params_json)) out.params[name] = value;
-      out.source_path = fmt::format("kernels/{:02d}-{}.cpp", out.rank, Slug(k.name));
+      out.source_path = fmt::format("kernels/{:02d}-{}.{}", out.rank, Slug(k.name),
+                                    job.target == storage::Backend::kCpu ? "cpp" : "cu");
     }
     if (verdicts.contains(k.spec_hash)) {
       const json& v = verdicts[k.spec_hash];
