@@ -19,6 +19,7 @@
 #include "planner/cost_model.h"
 #include "planner/onnx_import.h"
 #include "planner/plan.h"
+#include "tests/test_binaries.h"
 
 namespace kfleet::agents::testing {
 
@@ -109,7 +110,7 @@ class Evaluator {
     harness.profile = profile;
     harness.profile_budget_s = 0.3;
     eval::LaunchOptions launch;
-    launch.harness = KFLEET_HARNESS_PATH;
+    launch.harness = kfleet::testing::TestBinary("kfleet-harness", KFLEET_HARNESS_PATH);
     launch.call_timeout_ms = 10'000;
     launch.timeout_ms = 120'000;
     Result<eval::EvalReport> report =
@@ -180,7 +181,7 @@ class CudaEvaluator {
     harness.profile = profile;
     harness.profile_budget_s = 0.3;
     eval::LaunchOptions launch;
-    launch.harness = KFLEET_HARNESS_PATH;
+    launch.harness = kfleet::testing::TestBinary("kfleet-harness", KFLEET_HARNESS_PATH);
     launch.call_timeout_ms = 10'000;
     launch.timeout_ms = 120'000;
     Result<eval::EvalReport> report =
