@@ -692,12 +692,14 @@ struct CudnnConv {
     if (x != nullptr) static_cast<void>(cudnnDestroyTensorDescriptor(x));
   }
 
-  // cudnnGetConvolutionForwardAlgorithm_v7's ranking, as PyTorch uses it without benchmark mode:
-  // the first algorithm that works and whose workspace can be had.
+  // The fastest algorithm cuDNN measures for this shape (cudnnFindConvolutionForwardAlgorithm,
+  // what PyTorch does with cudnn.benchmark) that works and whose workspace can be had. The
+  // legacy API's heuristic ranking (cudnnGetConvolutionForwardAlgorithm_v7) picked algorithms
+  // up to 1.7x slower than PyTorch eager on ResNet-50's f32 1x1 convs (docs/benchmarks.md).
   Status Select(cudnnHandle_t handle, Libraries& libraries) {
     std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> perf{};
     int returned = 0;
-    KF_CUDNN_RETURN(cudnnGetConvolutionForwardAlgorithm_v7(
+    KF_CUDNN_RETURN(cudnnFindConvolutionForwardAlgorithm(
         handle, x, w, conv, y, static_cast<int>(perf.size()), &returned, perf.data()));
     for (size_t i = 0; i < static_cast<size_t>(std::max(returned, 0)) && i < perf.size(); ++i) {
       const cudnnConvolutionFwdAlgoPerf_t& p = perf[i];
@@ -717,7 +719,7 @@ struct CudnnConv {
       return Status::Ok();
     }
     return Internal(fmt::format(
-        "cudnnGetConvolutionForwardAlgorithm_v7 offered no usable algorithm ({} considered)",
+        "cudnnFindConvolutionForwardAlgorithm offered no usable algorithm ({} considered)",
         returned));
   }
 };
