@@ -10,6 +10,7 @@
 
 #include "cuda/device.h"
 #include "cuda/ops.h"
+#include "runtime/activation_plan.h"
 
 namespace kfleet::cuda {
 namespace {
@@ -265,91 +266,25 @@ class CudaBaselineImpl final : public CudaBaseline {
     return Status::Ok();
   }
 
-  // Every activation gets a buffer from a pool, reused once its last reader has run, the way an
-  // eager framework's caching allocator recycles freed tensors (work is queued in order on one
-  // stream, so a buffer is free for the next writer once its last reader is queued). Buffers
-  // are sized here and allocated once. A view output shares its input's buffer and keeps it
-  // alive.
+  // Every activation gets a buffer from a pool (runtime/activation_plan.h; work is queued in
+  // order on one stream, so a buffer is free for the next writer once its last reader is
+  // queued), sized here and allocated once. A view output shares its input's buffer.
   Status PlanActivations() {
-    const size_t n = graph_.nodes.size();
-    std::vector<size_t> last_use(graph_.values.size(), 0);
-    std::vector<bool> read(graph_.values.size(), false);
-    for (size_t i = 0; i < n; ++i) {
-      for (int id : graph_.nodes[i].inputs) {
-        if (id < 0) continue;
-        last_use[id] = std::max(last_use[id], i);
-        read[id] = true;
-      }
-    }
-    for (int id : graph_.outputs) last_use[id] = std::numeric_limits<size_t>::max();
-    std::vector<int64_t> capacity;  // bytes per pool buffer
-    std::vector<int> refs;          // live values per pool buffer
-    std::vector<int> free_buffers;
-    std::vector<int> buffer_of(graph_.values.size(), -1);
-    std::vector<bool> is_view(graph_.values.size(), false);
-    auto release = [&](int id) {
-      const int b = buffer_of[id];
-      if (b >= 0 && --refs[b] == 0) free_buffers.push_back(b);
-    };
-    for (size_t i = 0; i < n; ++i) {
-      const Node& node = graph_.nodes[i];
-      for (size_t slot = 0; slot < node.outputs.size(); ++slot) {
-        const int id = node.outputs[slot];
-        if (id < 0) continue;
-        if (slot == 0 && ops_[i].output_is_view) {
-          const int source = node.inputs[0];
-          is_view[id] = true;
-          buffer_of[id] = buffer_of[source];
-          if (buffer_of[id] >= 0) ++refs[buffer_of[id]];
-          continue;
-        }
-        const int64_t bytes = StorageBytes(views_[id]);
-        // Best fit among free buffers; else grow the largest free one; else a new buffer.
-        int pick = -1;
-        for (int b : free_buffers) {
-          if (capacity[b] >= bytes && (pick < 0 || capacity[b] < capacity[pick])) pick = b;
-        }
-        if (pick < 0) {
-          for (int b : free_buffers) {
-            if (pick < 0 || capacity[b] > capacity[pick]) pick = b;
-          }
-        }
-        if (pick < 0) {
-          pick = static_cast<int>(capacity.size());
-          capacity.push_back(0);
-          refs.push_back(0);
-        } else {
-          free_buffers.erase(std::find(free_buffers.begin(), free_buffers.end(), pick));
-        }
-        capacity[pick] = std::max(capacity[pick], bytes);
-        refs[pick] = 1;
-        buffer_of[id] = pick;
-      }
-      for (size_t slot = 0; slot < node.inputs.size(); ++slot) {
-        const int id = node.inputs[slot];
-        // Released once per value, at its last reader (a value read twice by one node too).
-        if (id >= 0 && last_use[id] == i &&
-            std::find(node.inputs.begin(), node.inputs.begin() + slot, id) ==
-                node.inputs.begin() + slot) {
-          release(id);
-        }
-      }
-      // Outputs nobody reads (LayerNormalization's statistics) are free again at once.
-      for (int id : node.outputs) {
-        if (id >= 0 && !read[id] && last_use[id] != std::numeric_limits<size_t>::max()) {
-          release(id);
-        }
-      }
-    }
-    arena_.reserve(capacity.size());
-    for (int64_t bytes : capacity) {
+    std::vector<bool> view_node(ops_.size());
+    for (size_t i = 0; i < ops_.size(); ++i) view_node[i] = ops_[i].output_is_view;
+    const runtime::ActivationPlan plan = runtime::PlanActivations(
+        graph_, view_node, [this](int id) { return StorageBytes(views_[id]); });
+    arena_.reserve(plan.capacity.size());
+    for (int64_t bytes : plan.capacity) {
       // At least one byte, so a computed value never has a null pointer.
       KF_ASSIGN_OR_RETURN(DeviceBuffer buffer,
                           DeviceBuffer::Allocate(static_cast<size_t>(std::max<int64_t>(bytes, 1))));
       arena_.push_back(std::move(buffer));
     }
     for (size_t id = 0; id < graph_.values.size(); ++id) {
-      if (buffer_of[id] >= 0 && !is_view[id]) views_[id].data = arena_[buffer_of[id]].data();
+      if (plan.buffer_of[id] >= 0 && !plan.is_view[id]) {
+        views_[id].data = arena_[plan.buffer_of[id]].data();
+      }
     }
     return Status::Ok();
   }

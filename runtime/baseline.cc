@@ -11,6 +11,7 @@
 #include <map>
 #include <utility>
 
+#include "runtime/activation_plan.h"
 #include "runtime/baseline_ops.h"
 
 namespace kfleet::runtime {
@@ -239,84 +240,18 @@ class BaselineExecutorImpl final : public BaselineExecutor {
     return Status::Ok();
   }
 
-  // Every activation gets a buffer from a pool, reused once its last reader has run, the way an
-  // eager framework's caching allocator recycles freed tensors. Buffers are sized here and
-  // allocated once. A view output shares its input's buffer and keeps it alive.
+  // Every activation gets a buffer from a pool (runtime/activation_plan.h), sized here and
+  // allocated once. A view output shares its input's buffer.
   void PlanActivations() {
-    const size_t n = graph_.nodes.size();
-    std::vector<size_t> last_use(graph_.values.size(), 0);
-    std::vector<bool> read(graph_.values.size(), false);
-    for (size_t i = 0; i < n; ++i) {
-      for (int id : graph_.nodes[i].inputs) {
-        if (id < 0) continue;
-        last_use[id] = std::max(last_use[id], i);
-        read[id] = true;
-      }
-    }
-    for (int id : graph_.outputs) last_use[id] = std::numeric_limits<size_t>::max();
-    std::vector<int64_t> capacity;  // bytes per pool buffer
-    std::vector<int> refs;          // live values per pool buffer
-    std::vector<int> free_buffers;
-    buffer_of_.assign(graph_.values.size(), -1);
-    view_source_.assign(graph_.values.size(), -1);
-    auto release = [&](int id) {
-      const int b = buffer_of_[id];
-      if (b >= 0 && --refs[b] == 0) free_buffers.push_back(b);
-    };
-    for (size_t i = 0; i < n; ++i) {
-      const Node& node = graph_.nodes[i];
-      for (size_t slot = 0; slot < node.outputs.size(); ++slot) {
-        const int id = node.outputs[slot];
-        if (id < 0) continue;
-        if (slot == 0 && ops_[i].output_is_view) {
-          const int source = node.inputs[0];
-          view_source_[id] = source;
-          buffer_of_[id] = buffer_of_[source];
-          if (buffer_of_[id] >= 0) ++refs[buffer_of_[id]];
-          continue;
-        }
-        const int64_t bytes = views_[id].elements * baseline::StorageBytes(views_[id].storage);
-        // Best fit among free buffers; else grow the largest free one; else a new buffer.
-        int pick = -1;
-        for (int b : free_buffers) {
-          if (capacity[b] >= bytes && (pick < 0 || capacity[b] < capacity[pick])) pick = b;
-        }
-        if (pick < 0) {
-          for (int b : free_buffers) {
-            if (pick < 0 || capacity[b] > capacity[pick]) pick = b;
-          }
-        }
-        if (pick < 0) {
-          pick = static_cast<int>(capacity.size());
-          capacity.push_back(0);
-          refs.push_back(0);
-        } else {
-          free_buffers.erase(std::find(free_buffers.begin(), free_buffers.end(), pick));
-        }
-        capacity[pick] = std::max(capacity[pick], bytes);
-        refs[pick] = 1;
-        buffer_of_[id] = pick;
-      }
-      for (size_t slot = 0; slot < node.inputs.size(); ++slot) {
-        const int id = node.inputs[slot];
-        // Released once per value, at its last reader (a value read twice by one node too).
-        if (id >= 0 && last_use[id] == i &&
-            std::find(node.inputs.begin(), node.inputs.begin() + slot, id) ==
-                node.inputs.begin() + slot) {
-          release(id);
-        }
-      }
-      // Outputs nobody reads (LayerNormalization's statistics) are free again at once.
-      for (int id : node.outputs) {
-        if (id >= 0 && !read[id] && last_use[id] != std::numeric_limits<size_t>::max()) {
-          release(id);
-        }
-      }
-    }
-    for (int64_t bytes : capacity) arena_.push_back(Bytes(bytes));
+    std::vector<bool> view_node(ops_.size());
+    for (size_t i = 0; i < ops_.size(); ++i) view_node[i] = ops_[i].output_is_view;
+    const ActivationPlan plan = runtime::PlanActivations(graph_, view_node, [this](int id) {
+      return views_[id].elements * baseline::StorageBytes(views_[id].storage);
+    });
+    for (int64_t bytes : plan.capacity) arena_.push_back(Bytes(bytes));
     for (size_t id = 0; id < graph_.values.size(); ++id) {
-      if (buffer_of_[id] >= 0 && view_source_[id] < 0) {
-        views_[id].data = arena_[buffer_of_[id]].data();
+      if (plan.buffer_of[id] >= 0 && !plan.is_view[id]) {
+        views_[id].data = arena_[plan.buffer_of[id]].data();
       }
     }
   }
@@ -404,8 +339,6 @@ class BaselineExecutorImpl final : public BaselineExecutor {
   const BaselineOptions options_;
   std::vector<View> views_;                // by value id
   std::vector<baseline::PreparedOp> ops_;  // by node index
-  std::vector<int> buffer_of_;             // by value id: arena buffer, -1 for none
-  std::vector<int> view_source_;  // by value id: the value a view output shares, -1 for none
   std::vector<Tensor> arena_;
   std::map<int, Tensor> resident_;  // constants and weights with data, in storage dtypes
   std::map<int, Tensor> widened_;   // feeds whose dtype is not their storage dtype
