@@ -35,7 +35,8 @@ bool PerElement(ConvBroadcast broadcast) { return broadcast == ConvBroadcast::kF
 
 class ConvAnalyzer {
  public:
-  explicit ConvAnalyzer(const SpecView& spec) : spec_(spec), g_(*spec.graph) {}
+  ConvAnalyzer(const SpecView& spec, ConvAnalysisOptions options)
+      : spec_(spec), g_(*spec.graph), options_(options) {}
 
   Result<ConvPlan> Run() {
     if (spec_.family.rfind("conv", 0) != 0 || spec_.family.rfind("conv_transpose", 0) == 0) {
@@ -48,8 +49,9 @@ class ConvAnalyzer {
     if (anchor.op_type != "Conv") {
       return InvalidArgument(fmt::format("{} is not a Conv", planner::DescribeNode(anchor)));
     }
-    for (int v : g_.inputs) KF_RETURN_IF_ERROR(CheckF32(v));
-    for (int v : g_.outputs) KF_RETURN_IF_ERROR(CheckF32(v));
+    if (!g_.outputs.empty()) plan_.dtype = g_.values[g_.outputs[0]].dtype;
+    for (int v : g_.inputs) KF_RETURN_IF_ERROR(CheckType(v));
+    for (int v : g_.outputs) KF_RETURN_IF_ERROR(CheckType(v));
     if (g_.outputs.size() != 1) {
       return InvalidArgument(
           fmt::format("the Conv templates write one output; the spec has {}", g_.outputs.size()));
@@ -61,6 +63,7 @@ class ConvAnalyzer {
     used_.insert(spec_.anchor);
     KF_RETURN_IF_ERROR(AnalyzeAnchor(anchor));
     KF_RETURN_IF_ERROR(AnalyzeEpilogue(anchor));
+    if (fusable_) plan_.fused = form_;
     for (size_t n = 0; n < g_.nodes.size(); ++n) {
       if (used_.count(static_cast<int>(n)) == 0) {
         return InvalidArgument(fmt::format("{} is not part of the Conv's epilogue",
@@ -71,11 +74,19 @@ class ConvAnalyzer {
   }
 
  private:
-  Status CheckF32(int value) const {
+  Status CheckType(int value) const {
     const planner::Value& v = g_.values[value];
-    if (v.dtype != planner::DType::kF32) {
-      return InvalidArgument(fmt::format("the Conv templates support f32 only; {} is {}", v.name,
+    const bool half = v.dtype == planner::DType::kF16 || v.dtype == planner::DType::kBF16;
+    if (v.dtype != planner::DType::kF32 && !(options_.half_types && half)) {
+      return InvalidArgument(fmt::format("the Conv templates support {} only; {} is {}",
+                                         options_.half_types ? "f32, f16 and bf16" : "f32", v.name,
                                          planner::DTypeName(v.dtype)));
+    }
+    if (v.dtype != plan_.dtype) {
+      return InvalidArgument(
+          fmt::format("{} is {} but the result is {}: the Conv templates take one "
+                      "element type",
+                      v.name, planner::DTypeName(v.dtype), planner::DTypeName(plan_.dtype)));
     }
     if (!v.has_shape) return InvalidArgument(fmt::format("{} has no known shape", v.name));
     return Status::Ok();
@@ -163,6 +174,7 @@ class ConvAnalyzer {
       }
       running_[conv.outputs[0]] = "conv_bias";
       Emit("conv_bias", fmt::format("acc + {}", AddOperand(bias, ConvBroadcast::kChannel)));
+      form_.bias = static_cast<int>(plan_.operands.size()) - 1;
     }
     return Status::Ok();
   }
@@ -284,7 +296,42 @@ class ConvAnalyzer {
     return x;
   }
 
+  // Follows the epilogue against what cuDNN fuses: bias (the Conv's), one Add of a full-size
+  // operand, one Relu, in that order, and views that keep the layout.
+  void NoteFusable(const Node& node) {
+    const std::string& op = node.op_type;
+    if (IsShapeView(op)) return;
+    if (op == "Relu" && !form_.relu) {
+      form_.relu = true;
+      return;
+    }
+    if (op == "Add" && node.inputs.size() == 2 && !form_.relu && form_.residual < 0) {
+      const bool lhs = running_.count(node.inputs[0]) > 0;
+      const bool rhs = running_.count(node.inputs[1]) > 0;
+      if (lhs != rhs) {
+        const int other = node.inputs[lhs ? 1 : 0];
+        const int input = SpecInput(other, /*views=*/true);
+        if (input >= 0 && ShapeOf(other) == plan_.y_shape) {
+          for (size_t k = 0; k < plan_.operands.size(); ++k) {
+            if (plan_.operands[k].input == input &&
+                plan_.operands[k].broadcast == ConvBroadcast::kFull) {
+              form_.residual = static_cast<int>(k);
+              return;
+            }
+          }
+        }
+      }
+    }
+    fusable_ = false;
+  }
+
   Status EmitOp(const Node& node) {
+    KF_RETURN_IF_ERROR(EmitOpStatements(node));
+    NoteFusable(node);
+    return Status::Ok();
+  }
+
+  Status EmitOpStatements(const Node& node) {
     const std::string& op = node.op_type;
     const int out = node.outputs[0];
     const std::string name = fmt::format("v{}", out);
@@ -426,7 +473,10 @@ class ConvAnalyzer {
 
   const SpecView& spec_;
   const Graph& g_;
+  const ConvAnalysisOptions options_;
   ConvPlan plan_;
+  ConvFusedForm form_;                  // the fused form so far
+  bool fusable_ = true;                 // the epilogue so far is of that form
   std::set<int> used_;                  // nodes the plan accounts for
   std::map<int, std::string> running_;  // value id -> C++ expression, for values of the result
   bool reshaped_ = false;               // a view changed the result's shape
@@ -497,20 +547,15 @@ std::string RenderWindow(const ConvPlan& plan, int dim) {
 
 }  // namespace
 
-Result<ConvPlan> AnalyzeConv(const SpecView& spec) {
+Result<ConvPlan> AnalyzeConv(const SpecView& spec, ConvAnalysisOptions options) {
   if (spec.graph == nullptr) return InvalidArgument("the spec view has no graph");
-  return ConvAnalyzer(spec).Run();
+  return ConvAnalyzer(spec, options).Run();
 }
 
-std::string RenderConvPrelude(const ConvPlan& plan) {
-  std::string s =
-      "#include <omp.h>\n\n#include <cmath>\n#include <cstdint>\n#include <cstdlib>\n\n"
-      "#include \"kfleet/kernel.h\"\n";
-  if (plan.uses_exp) s += KernelExpSource();
-  if (plan.uses_tanh) s += KernelTanhSource();
-  if (plan.uses_erf) s += KernelErfSource();
+std::string RenderConvArgs(const ConvPlan& plan, std::string_view element,
+                           std::string_view kf_dtype) {
   const size_t ops = plan.operands.size();
-  s += fmt::format(
+  std::string s = fmt::format(
       R"(
 // The window attributes the spec fixes; every size is read from the tensors.
 constexpr int64_t kGroups = {};
@@ -526,12 +571,13 @@ struct ConvArgs {{
   int64_t kh, kw;        // kernel
   int64_t oh, ow;        // output
   int64_t pad_h, pad_w;  // padding before the first row and column
-  const float* x;
-  const float* wt;
-  float* y;
+  const {}* x;
+  const {}* wt;
+  {}* y;
 )",
-      plan.group, plan.strides[0], plan.strides[1], plan.dilations[0], plan.dilations[1]);
-  if (ops > 0) s += fmt::format("  const float* op[{}];  // epilogue operands\n", ops);
+      plan.group, plan.strides[0], plan.strides[1], plan.dilations[0], plan.dilations[1], element,
+      element, element);
+  if (ops > 0) s += fmt::format("  const {}* op[{}];  // epilogue operands\n", element, ops);
   s += R"(};
 
 static int64_t Elements(const kf_tensor& t) {
@@ -548,11 +594,11 @@ static int ReadConvArgs(const kf_tensor* in, int32_t n_in, kf_tensor* out, int32
   s += fmt::format("  if (n_in != {} || n_out != 1) return KF_ERR_INVALID_ARGUMENT;\n",
                    plan.input_ranks.size());
   s += fmt::format(
-      "  for (int i = 0; i < {}; ++i) {{\n"
-      "    if (in[i].dtype != KF_F32 || in[i].ndim != kRanks[i]) return KF_ERR_INVALID_ARGUMENT;\n"
+      "  for (int i = 0; i < {0}; ++i) {{\n"
+      "    if (in[i].dtype != {2} || in[i].ndim != kRanks[i]) return KF_ERR_INVALID_ARGUMENT;\n"
       "  }}\n"
-      "  if (out[0].dtype != KF_F32 || out[0].ndim != {}) return KF_ERR_INVALID_ARGUMENT;\n",
-      plan.input_ranks.size(), plan.output_rank);
+      "  if (out[0].dtype != {2} || out[0].ndim != {1}) return KF_ERR_INVALID_ARGUMENT;\n",
+      plan.input_ranks.size(), plan.output_rank, kf_dtype);
   s += fmt::format(
       "  const kf_tensor& x = in[{}];\n"
       "  const kf_tensor& w = in[{}];\n"
@@ -569,15 +615,27 @@ static int ReadConvArgs(const kf_tensor* in, int32_t n_in, kf_tensor* out, int32
     const ConvOperand& op = plan.operands[k];
     s += fmt::format(
         "  if (Elements(in[{0}]) != {1}) return KF_ERR_INVALID_ARGUMENT;\n"
-        "  g->op[{2}] = static_cast<const float*>(in[{0}].data);\n",
-        op.input, ExpectedCount(op.broadcast), k);
+        "  g->op[{2}] = static_cast<const {3}*>(in[{0}].data);\n",
+        op.input, ExpectedCount(op.broadcast), k, element);
   }
-  s += R"(  g->x = static_cast<const float*>(x.data);
-  g->wt = static_cast<const float*>(w.data);
-  g->y = static_cast<float*>(out[0].data);
-  return KF_OK;
+  s += fmt::format(
+      "  g->x = static_cast<const {0}*>(x.data);\n"
+      "  g->wt = static_cast<const {0}*>(w.data);\n"
+      "  g->y = static_cast<{0}*>(out[0].data);\n"
+      "  return KF_OK;\n}}\n",
+      element);
+  return s;
 }
-)";
+
+std::string RenderConvPrelude(const ConvPlan& plan) {
+  std::string s =
+      "#include <omp.h>\n\n#include <cmath>\n#include <cstdint>\n#include <cstdlib>\n\n"
+      "#include \"kfleet/kernel.h\"\n";
+  if (plan.uses_exp) s += KernelExpSource();
+  if (plan.uses_tanh) s += KernelTanhSource();
+  if (plan.uses_erf) s += KernelErfSource();
+  s += RenderConvArgs(plan, "float", "KF_F32");
+  const size_t ops = plan.operands.size();
   if (!plan.has_epilogue()) {
     s += "\nstatic inline void ApplyEpilogue(const ConvArgs&, int64_t, int64_t, int64_t, int64_t) "
          "{}\n";

@@ -7,7 +7,9 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agents/template_family.h"
@@ -28,9 +30,18 @@ struct ConvOperand {
   ConvBroadcast broadcast = ConvBroadcast::kScalar;
 };
 
+// An epilogue cuDNN's fused convolution computes, y = relu?(conv + bias + residual): indices into
+// ConvPlan::operands, -1 for a part the spec does not have.
+struct ConvFusedForm {
+  int bias = -1;      // the Conv's own bias, per channel
+  int residual = -1;  // one Add of a full-size operand, after the bias
+  bool relu = false;  // one Relu, last
+};
+
 struct ConvPlan {
-  int x_input = -1;  // [N, C, H, W]
-  int w_input = -1;  // [M, C / group, KH, KW]
+  planner::DType dtype = planner::DType::kF32;  // of every input and the output
+  int x_input = -1;                             // [N, C, H, W]
+  int w_input = -1;                             // [M, C / group, KH, KW]
   int64_t group = 1;
   std::array<int64_t, 2> strides = {1, 1};
   std::array<int64_t, 2> dilations = {1, 1};
@@ -53,18 +64,31 @@ struct ConvPlan {
   // The epilogue bounds the output (Clip, Sigmoid, Tanh, ...): an output near zero may then come
   // from a large cancelling sum, and f32 accumulation can miss it by more than the tolerance.
   bool saturates = false;
+  // Set when the whole epilogue (none included) is of the form cuDNN fuses.
+  std::optional<ConvFusedForm> fused;
 
   bool depthwise() const { return w_shape.size() == 4 && w_shape[1] == 1 && group > 1; }
   bool pointwise() const { return w_shape.size() == 4 && w_shape[2] == 1 && w_shape[3] == 1; }
   bool has_epilogue() const { return !(statements.empty() && result == "acc"); }
 };
 
-// Ok with the plan, or why the Conv templates cannot implement the spec.
-Result<ConvPlan> AnalyzeConv(const SpecView& spec);
+struct ConvAnalysisOptions {
+  // Accept f16 and bf16 specs besides f32 (every input and the output of one type); the CPU
+  // templates compute in f32 only.
+  bool half_types = false;
+};
 
-// Includes, the math helpers the epilogue needs, the window constants (kGroups, kStrideH, ...),
-// `struct ConvArgs` and `static int ReadConvArgs(in, n_in, out, n_out, ConvArgs*)`, which
-// validates the tensors and fills the sizes, the resolved pads and the pointers, and
+// Ok with the plan, or why the Conv templates cannot implement the spec.
+Result<ConvPlan> AnalyzeConv(const SpecView& spec, ConvAnalysisOptions options = {});
+
+// The window constants (kGroups, kStrideH, ...), `struct ConvArgs` with `element` pointers (x,
+// wt, y and the epilogue operands op[]) and `static int ReadConvArgs(in, n_in, out, n_out,
+// ConvArgs*)`, which checks every tensor is `kf_dtype` of the spec's rank and fills the sizes,
+// the resolved pads and the pointers. Needs "kfleet/kernel.h" and <cstdint> included before.
+std::string RenderConvArgs(const ConvPlan& plan, std::string_view element,
+                           std::string_view kf_dtype);
+
+// Includes, the math helpers the epilogue needs, RenderConvArgs over float, and
 // `ApplyEpilogue(const ConvArgs&, image, channel, p0, p1)` on output positions [p0, p1) of one
 // channel plane (a no-op when the plan has no epilogue).
 std::string RenderConvPrelude(const ConvPlan& plan);

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agents/cuda_codegen.h"
 #include "agents/cuda_templates.h"
 #include "agents/gemm_analysis.h"
 
@@ -26,24 +27,6 @@ std::vector<std::string> EpilogueModes(const GemmPlan& plan) {
   return modes;
 }
 
-struct ElementType {
-  std::string_view cpp;         // "__nv_bfloat16"
-  std::string_view kf_dtype;    // "KF_BF16"
-  std::string_view cuda_type;   // "CUDA_R_16BF"
-  std::string_view from_float;  // converts float `x`
-};
-
-ElementType ElementTypeOf(planner::DType dtype) {
-  switch (dtype) {
-    case planner::DType::kF16:
-      return {"__half", "KF_F16", "CUDA_R_16F", "__float2half_rn(x)"};
-    case planner::DType::kBF16:
-      return {"__nv_bfloat16", "KF_BF16", "CUDA_R_16BF", "__float2bfloat16_rn(x)"};
-    default:
-      return {"float", "KF_F32", "CUDA_R_32F", "x"};
-  }
-}
-
 std::string LtEpilogueName(const BlasEpilogue& form) {
   const bool bias = form.bias >= 0;
   switch (form.activation) {
@@ -59,7 +42,7 @@ std::string LtEpilogueName(const BlasEpilogue& form) {
 
 // Includes, parameters, element conversions, GemmArgs, and the handle, memory pool and plan
 // cache every rendered kernel shares.
-std::string RenderHeader(const GemmPlan& plan, const Params& params, const ElementType& type) {
+std::string RenderHeader(const GemmPlan& plan, const Params& params, const CudaElementType& type) {
   std::string s = R"(#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -73,9 +56,9 @@ std::string RenderHeader(const GemmPlan& plan, const Params& params, const Eleme
 
 #include "kfleet/kernel.h"
 )";
+  s += RenderCudaElementConversions(type);
   s += fmt::format(
       R"(
-typedef {} Elem;
 static const cudaDataType_t kElemType = {};
 // The index into cuBLASLt's heuristic results (the first one when it offers fewer).
 static const int kAlgoIndex = {};
@@ -83,20 +66,12 @@ static const int kHeuristicResults = 4;
 static const uint64_t kMaxWorkspaceBytes = uint64_t{{{}}} << 20;
 static const bool kTransA = {};  // A is stored [K, M]
 static const bool kTransB = {};  // B is stored [N, K]
-
-__device__ __forceinline__ float ToFloat(float x) {{ return x; }}
-__device__ __forceinline__ float ToFloat(__half x) {{ return __half2float(x); }}
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) {{ return __bfloat162float(x); }}
-__device__ __forceinline__ Elem FromFloat(float x) {{ return {}; }}
 )",
-      type.cpp, type.cuda_type, params.at("algo"), params.at("workspace_mb"),
-      plan.a.transposed ? "true" : "false", plan.b.transposed ? "true" : "false", type.from_float);
+      type.cuda_type, params.at("algo"), params.at("workspace_mb"),
+      plan.a.transposed ? "true" : "false", plan.b.transposed ? "true" : "false");
   s += RenderGemmArgs(plan, "Elem", type.kf_dtype);
+  s += RenderCudaPoolAlloc();
   s += R"(
-#define KF_CHECK_CUDA(call) \
-  do {                      \
-    if ((call) != cudaSuccess) return KF_ERR_DEVICE; \
-  } while (0)
 #define KF_CHECK_LT(call) \
   do {                    \
     if ((call) != CUBLAS_STATUS_SUCCESS) return KF_ERR_DEVICE; \
@@ -117,38 +92,6 @@ static cublasLtHandle_t LtHandle() {
     return cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS ? h : nullptr;
   }();
   return handle;
-}
-
-// Workspace and scratch come stream-ordered from a pool per device that keeps its memory between
-// calls (the default pool may hand it back at every synchronization), so calls after the first
-// allocate without the driver.
-static std::mutex g_pool_mutex;                // guards g_pools
-static std::map<int, cudaMemPool_t> g_pools;  // device -> pool, kept for the process
-
-static int PoolAlloc(void** p, size_t bytes, cudaStream_t stream) {
-  int device = 0;
-  KF_CHECK_CUDA(cudaGetDevice(&device));
-  cudaMemPool_t pool = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(g_pool_mutex);
-    auto it = g_pools.find(device);
-    if (it == g_pools.end()) {
-      cudaMemPoolProps props = {};
-      props.allocType = cudaMemAllocationTypePinned;
-      props.location.type = cudaMemLocationTypeDevice;
-      props.location.id = device;
-      KF_CHECK_CUDA(cudaMemPoolCreate(&pool, &props));
-      uint64_t keep = UINT64_MAX;
-      if (cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) {
-        static_cast<void>(cudaMemPoolDestroy(pool));
-        return KF_ERR_DEVICE;
-      }
-      it = g_pools.emplace(device, pool).first;
-    }
-    pool = it->second;
-  }
-  return cudaMallocFromPoolAsync(p, bytes, pool, stream) == cudaSuccess ? KF_OK
-                                                                        : KF_ERR_OUT_OF_MEMORY;
 }
 
 // One cuBLASLt product: its descriptors and the algorithm chosen for them. Row-major C = A B is
@@ -347,52 +290,8 @@ bool PerElement(OperandBroadcast broadcast) {
 // The fused elementwise kernel: reads the product (in place in C, or f32 scratch), applies every
 // statement in f32 and writes C, V elements of one row per thread and step.
 std::string RenderEpilogueKernel(const GemmPlan& plan) {
-  std::string s = R"(
-__device__ __forceinline__ float kf_exp(float x) { return expf(x); }
-__device__ __forceinline__ float kf_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ float kf_erf(float x) { return erff(x); }
-
-// v = p[0, V) in f32, by 16-byte words when V elements fill whole words (p is then aligned).
-template <int V, typename T>
-__device__ __forceinline__ void LoadVector(const T* p, float (&v)[V]) {
-  if constexpr (V * sizeof(T) % 16 == 0) {
-    alignas(16) T e[V];
-#pragma unroll
-    for (int w = 0; w < static_cast<int>(V * sizeof(T) / 16); ++w) {
-      reinterpret_cast<uint4*>(e)[w] = reinterpret_cast<const uint4*>(p)[w];
-    }
-#pragma unroll
-    for (int t = 0; t < V; ++t) v[t] = ToFloat(e[t]);
-  } else {
-#pragma unroll
-    for (int t = 0; t < V; ++t) v[t] = ToFloat(p[t]);
-  }
-}
-
-template <int V>
-__device__ __forceinline__ void StoreVector(Elem* p, const float (&v)[V]) {
-  if constexpr (V * sizeof(Elem) % 16 == 0) {
-    alignas(16) Elem e[V];
-#pragma unroll
-    for (int t = 0; t < V; ++t) e[t] = FromFloat(v[t]);
-#pragma unroll
-    for (int w = 0; w < static_cast<int>(V * sizeof(Elem) / 16); ++w) {
-      reinterpret_cast<uint4*>(p)[w] = reinterpret_cast<const uint4*>(e)[w];
-    }
-  } else {
-#pragma unroll
-    for (int t = 0; t < V; ++t) p[t] = FromFloat(v[t]);
-  }
-}
-
-// An operand's values for one vector, indexed by column as the epilogue statements read them.
-template <int V>
-struct Lanes {
-  const float* v;
-  int64_t j0;
-  __device__ __forceinline__ float operator[](int64_t j) const { return v[j - j0]; }
-};
-
+  std::string s = RenderCudaEpilogueHelpers();
+  s += R"(
 // V elements of one row per thread and step (V > 1 only when n % V == 0).
 template <int V, typename Acc>
 __global__ void __launch_bounds__(256) FusedEpilogue(GemmArgs g, const Acc* product,
@@ -414,15 +313,15 @@ __global__ void __launch_bounds__(256) FusedEpilogue(GemmArgs g, const Acc* prod
       static_cast<void>(j);
       const float acc = accs[t];
 )";
-  for (const std::string& statement : plan.statements) s += "      " + statement + "\n";
+  for (const std::string& statement : plan.statements) {
+    s += "      " + CudaStatement(statement) + "\n";
+  }
   s += fmt::format("      ys[t] = {};\n", plan.result);
   s += R"(    }
     StoreVector<V>(g.c + e, ys);
     static_cast<void>(row);
   }
 }
-
-static bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The epilogue over the whole result, on `stream`.
 template <typename Acc>
@@ -434,19 +333,8 @@ static int LaunchEpilogue(const GemmArgs& g, const Acc* product, cudaStream_t st
     if (PerElement(plan.operands[k].broadcast))
       s += fmt::format(" &&\n      Aligned16(g.op[{}])", k);
   }
-  s += R"(;
-  const int64_t vectors = vector ? total / kVector : total;
-  int64_t blocks = (vectors + 255) / 256;
-  blocks = blocks < 8192 ? blocks : 8192;
-  if (vector) {
-    FusedEpilogue<kVector, Acc><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(g, product,
-                                                                                  vectors);
-  } else {
-    FusedEpilogue<1, Acc><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(g, product, vectors);
-  }
-  return cudaGetLastError() == cudaSuccess ? KF_OK : KF_ERR_DEVICE;
-}
-)";
+  s += RenderCudaEpilogueLaunchTail("FusedEpilogue<kVector, Acc>", "FusedEpilogue<1, Acc>",
+                                    "g, product, vectors");
   return s;
 }
 
@@ -498,7 +386,7 @@ std::string RenderFusedProduct(const BlasEpilogue& form) {
 }
 
 std::string RenderSource(const GemmPlan& plan, const Params& params) {
-  const ElementType type = ElementTypeOf(plan.dtype);
+  const CudaElementType type = CudaElementTypeOf(plan.dtype);
   const bool epilogue = HasEpilogue(plan);
   const bool fused = params.at("epilogue") == "lt";
   std::string s = RenderHeader(plan, params, type);

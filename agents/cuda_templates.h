@@ -18,6 +18,9 @@ std::unique_ptr<TemplateFamily> MakeCudaElementwiseTemplate();
 std::unique_ptr<TemplateFamily> MakeCudaRowNormTemplate();
 // "cuda_gemm_lt": GEMM through cuBLASLt with the epilogue fused (cuda_gemm_template.cc).
 std::unique_ptr<TemplateFamily> MakeCudaGemmLtTemplate();
+// "cuda_conv_dnn": Conv through cuDNN with the epilogue fused, over NCHW or NHWC
+// (cuda_conv_template.cc).
+std::unique_ptr<TemplateFamily> MakeCudaConvDnnTemplate();
 // "cuda_attention": softmax(Q K^T * scale + mask) V in one kernel (cuda_attention_template.cc).
 std::unique_ptr<TemplateFamily> MakeCudaAttentionTemplate();
 

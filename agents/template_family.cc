@@ -76,6 +76,7 @@ std::vector<std::unique_ptr<TemplateFamily>> CudaTemplateFamilies() {
   families.push_back(MakeCudaElementwiseTemplate());
   families.push_back(MakeCudaRowNormTemplate());
   families.push_back(MakeCudaGemmLtTemplate());
+  families.push_back(MakeCudaConvDnnTemplate());
   families.push_back(MakeCudaAttentionTemplate());
   return families;
 }

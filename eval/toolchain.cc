@@ -495,7 +495,7 @@ std::vector<std::string> DefaultCudaFlags(std::string_view arch) {
   // process's libcudart.so when one is loaded, and the library stays small.
   flags.insert(flags.end(),
                {"-L" + library_dir.string(), "-Xlinker", "-rpath=" + library_dir.string(),
-                "-lcublasLt", "-lcublas", "--cudart=shared"});
+                "-lcublasLt", "-lcublas", "-lcudnn", "--cudart=shared"});
   return flags;
 }
 

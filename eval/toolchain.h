@@ -23,7 +23,7 @@ std::vector<std::string> DefaultCpuFlags();
 // For `arch` as the probe reports it ("sm_90"): -O3 -std=c++17 -shared -Xcompiler -fPIC, machine
 // code for the arch (its 'a' variant from Hopper on, sm_90 -> sm_90a, so candidates may use wgmma
 // and TMA) plus PTX for the plain arch, -Xptxas -v (the resource report that
-// CompiledKernel::resources reads), then the CUDA toolkit's include dir, cuBLASLt and cuBLAS from
+// CompiledKernel::resources reads), then the CUDA toolkit's include dir, cuBLASLt, cuBLAS and cuDNN from
 // its library dir (also the rpath) and the shared CUDA runtime. The toolkit is $KFLEET_CUDA_HOME
 // (include/, and lib64/ or lib/) when set, else the one this build found, else /usr/local/cuda.
 // The PTX pass compiles for the plain arch, so code using 'a'-only instructions must sit under

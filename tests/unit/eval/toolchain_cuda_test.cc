@@ -174,8 +174,8 @@ TEST(DefaultCudaFlags, HopperGetsTheArchSpecificVariantAndPtx) {
             (Strings{"-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC", "-gencode",
                      "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_90,code=compute_90",
                      "-Xptxas", "-v"}));
-  EXPECT_EQ(Strings(flags.end() - 3, flags.end()),
-            (Strings{"-lcublasLt", "-lcublas", "--cudart=shared"}));
+  EXPECT_EQ(Strings(flags.end() - 4, flags.end()),
+            (Strings{"-lcublasLt", "-lcublas", "-lcudnn", "--cudart=shared"}));
   EXPECT_TRUE(Contains(DefaultCudaFlags("sm_100"), "arch=compute_100a,code=sm_100a"));
   EXPECT_TRUE(Contains(DefaultCudaFlags("sm_120"), "arch=compute_120,code=compute_120"));
   // An arch that already names its variant is taken as it is.
