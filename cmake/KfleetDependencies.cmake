@@ -14,6 +14,9 @@ find_package(OpenMP REQUIRED)
 find_path(CPPZMQ_INCLUDE_DIR zmq.hpp REQUIRED)
 find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
+find_package(CURL REQUIRED)
+# Header-only parts (Beast / Asio for the tests' fake LLM server).
+find_package(Boost 1.74 REQUIRED)
 # ONNX's exported targets need protobuf's imported targets first.
 find_package(Protobuf REQUIRED)
 find_package(ONNX REQUIRED)
