@@ -17,6 +17,8 @@ Result<LlmCallRow> ReadLlmCall(const Statement& stmt) {
   row.call.ok = stmt.ColumnInt64(9) != 0;
   row.call.error = stmt.ColumnText(10);
   row.ts_us = stmt.ColumnInt64(11);
+  row.call.candidate_id = stmt.ColumnOptionalInt64(12);
+  row.call.outcome = stmt.ColumnText(13);
   return row;
 }
 
@@ -25,13 +27,13 @@ Result<LlmCallRow> ReadLlmCall(const Statement& stmt) {
 Result<int64_t> LlmCallRepo::Record(const NewLlmCall& c) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     INSERT INTO llm_calls (job_id, kernel_job_id, role, model, prompt_tokens, completion_tokens,
-                           cost_usd, latency_ms, ok, error, ts_us)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                           cost_usd, latency_ms, ok, error, ts_us, candidate_id, outcome)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
     RETURNING id
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(c.job_id, c.kernel_job_id, c.role, c.model, c.prompt_tokens,
                                   c.completion_tokens, c.cost_usd, c.latency_ms, c.ok, c.error,
-                                  clock_.NowUs()));
+                                  clock_.NowUs(), c.candidate_id, c.outcome));
   KF_ASSIGN_OR_RETURN(std::optional<int64_t> id, stmt.RunReturningInt64());
   if (!id.has_value()) return Internal("insert llm call returned no id");
   return *id;
@@ -40,7 +42,7 @@ Result<int64_t> LlmCallRepo::Record(const NewLlmCall& c) {
 Result<std::vector<LlmCallRow>> LlmCallRepo::ListByJob(int64_t job_id) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     SELECT id, job_id, kernel_job_id, role, model, prompt_tokens, completion_tokens, cost_usd,
-           latency_ms, ok, error, ts_us
+           latency_ms, ok, error, ts_us, candidate_id, outcome
     FROM llm_calls WHERE job_id = ?1 ORDER BY ts_us, id
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(job_id));

@@ -15,6 +15,7 @@ namespace kfleet::storage {
 struct NewLlmCall {
   std::optional<int64_t> job_id;
   std::optional<int64_t> kernel_job_id;
+  std::optional<int64_t> candidate_id;
   std::string role;   // "designer", "coder", "conductor", ...
   std::string model;  // the endpoint's model name
   int64_t prompt_tokens = 0;
@@ -23,6 +24,7 @@ struct NewLlmCall {
   int64_t latency_ms = 0;
   bool ok = true;
   std::string error;
+  std::string outcome;  // one word: "ok", "replayed", "no_code", "truncated", "http_429", ...
 };
 
 struct LlmCallRow {

@@ -226,10 +226,18 @@ ALTER TABLE candidates ADD COLUMN failed_stage TEXT NOT NULL DEFAULT '';
 ALTER TABLE candidates ADD COLUMN error TEXT NOT NULL DEFAULT '';
 )sql";
 
-constexpr std::array<Migration, 3> kMigrations = {{
+// The LLM agent records which candidate a call was for and how it ended in a word ("ok",
+// "no_code", "truncated", "http_429", ...) beside the error text.
+constexpr std::string_view kSchemaV4 = R"sql(
+ALTER TABLE llm_calls ADD COLUMN candidate_id INTEGER REFERENCES candidates(id) ON DELETE SET NULL;
+ALTER TABLE llm_calls ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+)sql";
+
+constexpr std::array<Migration, 4> kMigrations = {{
     {1, "initial schema", kSchemaV1},
     {2, "index of queued tasks by age", kSchemaV2},
     {3, "kernel search state", kSchemaV3},
+    {4, "llm calls by candidate, with their outcome", kSchemaV4},
 }};
 
 }  // namespace

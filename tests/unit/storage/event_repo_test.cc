@@ -75,6 +75,7 @@ TEST_F(StorageEventRepoTest, LlmCallsAndSpend) {
   call.role = "coder";
   call.ok = false;
   call.error = "HTTP 429";
+  call.outcome = "http_429";
   call.cost_usd = 0.5;
   KF_ASSERT_OK(store_->llm_calls().Record(call));
 
@@ -84,10 +85,38 @@ TEST_F(StorageEventRepoTest, LlmCallsAndSpend) {
   EXPECT_TRUE(calls[0].call.ok);
   EXPECT_FALSE(calls[1].call.ok);
   EXPECT_EQ(calls[1].call.error, "HTTP 429");
+  EXPECT_EQ(calls[1].call.outcome, "http_429");
+  EXPECT_EQ(calls[0].call.outcome, "");
+  EXPECT_FALSE(calls[0].call.candidate_id.has_value());
   EXPECT_EQ(calls[1].ts_us, clock_.NowUs());
 
+  // A call for one candidate keeps its id; deleting the job keeps the spend (SET NULL).
+  NewKernelJob kernel;
+  kernel.job_id = job;
+  kernel.name = "softmax";
+  kernel.spec_hash = "h";
+  KF_ASSERT_OK_AND_ASSIGN(int64_t kernel_job, store_->kernel_jobs().Create(kernel));
+  NewCandidate candidate;
+  candidate.kernel_job_id = kernel_job;
+  candidate.agent = "llm:qwen2.5-coder";
+  KF_ASSERT_OK_AND_ASSIGN(int64_t candidate_id, store_->candidates().Create(candidate));
+  NewLlmCall for_candidate;
+  for_candidate.job_id = job;
+  for_candidate.kernel_job_id = kernel_job;
+  for_candidate.candidate_id = candidate_id;
+  for_candidate.role = "coder";
+  for_candidate.model = "qwen2.5-coder";
+  for_candidate.outcome = "no_code";
+  for_candidate.ok = false;
+  KF_ASSERT_OK(store_->llm_calls().Record(for_candidate));
+  KF_ASSERT_OK_AND_ASSIGN(calls, store_->llm_calls().ListByJob(job));
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[2].call.candidate_id, candidate_id);
+  EXPECT_EQ(calls[2].call.outcome, "no_code");
+  calls.pop_back();
+
   KF_ASSERT_OK_AND_ASSIGN(LlmSpend spend, store_->llm_calls().SpendByJob(job));
-  EXPECT_EQ(spend.calls, 2);
+  EXPECT_EQ(spend.calls, 3);
   EXPECT_EQ(spend.prompt_tokens, 2000);
   EXPECT_EQ(spend.completion_tokens, 400);
   EXPECT_DOUBLE_EQ(spend.cost_usd, 0.75);

@@ -131,11 +131,28 @@ void CheckV3Rows(Database& db) {
   EXPECT_EQ(*defaults, 1);
 }
 
+// V1's llm call gets its candidate and an outcome.
+Status InsertV4Rows(Database& db) {
+  return db.Exec(R"sql(
+    UPDATE llm_calls SET candidate_id = (SELECT min(id) FROM candidates), outcome = 'truncated';
+  )sql");
+}
+
+void CheckV4Rows(Database& db) {
+  auto calls = db.QueryText(
+      "SELECT group_concat(coalesce(candidate_id, 'none') || ':' || outcome, ' ') FROM llm_calls");
+  ASSERT_TRUE(calls.ok()) << calls.status().ToString();
+  auto candidate = db.QueryInt64("SELECT min(id) FROM candidates");
+  ASSERT_TRUE(candidate.ok());
+  EXPECT_EQ(*calls, std::to_string(*candidate) + ":truncated");
+}
+
 const std::map<int, VersionFixture>& Fixtures() {
   static const std::map<int, VersionFixture> fixtures = {
       {1, {InsertV1Rows, CheckV1Rows}},
       {2, {InsertV2Rows, CheckV2Rows}},
       {3, {InsertV3Rows, CheckV3Rows}},
+      {4, {InsertV4Rows, CheckV4Rows}},
   };
   return fixtures;
 }
