@@ -152,6 +152,10 @@ struct DnnPlan {
 typedef std::array<int64_t, 12> DnnKey;
 static std::map<DnnKey, DnnPlan> g_plans;  // kept for the process
 
+static DnnKey PlanKey(int device, const ConvArgs& g) {
+  return {device, g.n, g.m, g.c, g.h, g.w, g.kh, g.kw, g.oh, g.ow, g.pad_h, g.pad_w};
+}
+
 static bool FitsInt(const ConvArgs& g) {
   const int64_t sizes[] = {g.n, g.c, g.h, g.w, g.m, g.kh, g.kw, g.oh, g.ow, g.pad_h, g.pad_w};
   for (int64_t v : sizes) {
@@ -257,8 +261,7 @@ static int Lookup(const ConvArgs& g, cudaStream_t stream, int* device, cudnnHand
   *handle = DnnHandle(*device);
   if (*handle == nullptr) return KF_ERR_DEVICE;
   KF_CHECK_DNN(cudnnSetStream(*handle, stream));
-  const DnnKey key = {*device, g.n,  g.m,  g.c,     g.h,    g.w,
-                      g.kh,    g.kw, g.oh, g.ow, g.pad_h, g.pad_w};
+  const DnnKey key = PlanKey(*device, g);
   auto it = g_plans.find(key);
   if (it == g_plans.end()) {
     DnnPlan built;
@@ -641,8 +644,8 @@ extern "C" int kf_kernel_run(const kf_tensor* in, int32_t n_in, kf_tensor* out, 
   status = Lookup(g, stream, &device, &handle, &plan);
   if (status != KF_OK) return status;
 $PREPARE_FUSED  if (kGraph && !plan->graph_refused) {
-    std::vector<int64_t> key = {device, g.n,  g.m,  g.c,     g.h,     g.w,
-                                g.kh,   g.kw, g.oh, g.ow, g.pad_h, g.pad_w};
+    const DnnKey plan_key = PlanKey(device, g);
+    std::vector<int64_t> key(plan_key.begin(), plan_key.end());
     key.push_back(reinterpret_cast<int64_t>(g.x));
     key.push_back(reinterpret_cast<int64_t>(g.wt));
     key.push_back(reinterpret_cast<int64_t>(g.y));

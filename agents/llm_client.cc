@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -70,6 +72,12 @@ Json RequestBody(const LlmConfig& config, const ChatRequest& request) {
   return body;
 }
 
+// What record / replay files are named by: the request body and the dialect, hashed.
+std::string KeyOf(const LlmConfig& config, Json body) {
+  body["dialect"] = config.dialect;
+  return Sha256Hex(body.dump());
+}
+
 // The answer in a response body of the dialect, or DataLoss saying what is missing.
 Result<ChatAnswer> ParseAnswer(const LlmConfig& config, const std::string& text) {
   const auto malformed = [&](std::string_view what) {
@@ -129,9 +137,7 @@ LlmClient::LlmClient(LlmConfig config, LlmClientOptions options)
 }
 
 std::string LlmClient::RequestKey(const ChatRequest& request) const {
-  Json key = RequestBody(config_, request);
-  key["dialect"] = config_.dialect;
-  return Sha256Hex(key.dump());
+  return KeyOf(config_, RequestBody(config_, request));
 }
 
 LlmClient::Attempt LlmClient::Send(const std::string& body, const std::string& key) const {
@@ -215,7 +221,8 @@ void LlmClient::NoteTokens(int64_t tokens) {
 }
 
 Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
-  const std::string key = RequestKey(request);
+  const Json request_body = RequestBody(config_, request);
+  const std::string key = KeyOf(config_, request_body);
   const std::filesystem::path record =
       options_.record_dir.empty() ? std::filesystem::path() : options_.record_dir / (key + ".json");
   if (options_.replay) {
@@ -244,7 +251,7 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
     return answer;
   }
   KF_ASSIGN_OR_RETURN(std::string api_key, config_.ApiKey());
-  const std::string body = RequestBody(config_, request).dump();
+  const std::string body = request_body.dump();
   int64_t prompt_chars = 0;
   for (const ChatMessage& m : request.messages)
     prompt_chars += static_cast<int64_t>(m.content.size());

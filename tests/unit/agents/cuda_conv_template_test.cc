@@ -93,18 +93,12 @@ class CudaConvTemplateTest : public ::testing::Test {
     delete resnet_bf16_;
   }
 
-  static const Spec* Find(const std::vector<std::unique_ptr<Spec>>& specs,
-                          const std::string& name) {
-    for (const auto& spec : specs) {
-      if (spec->name == name) return spec.get();
-    }
-    std::string names;
-    for (const auto& spec : specs) names += "'" + spec->name + "' ";
-    ADD_FAILURE() << "no spec named '" << name << "' among " << names;
-    return nullptr;
+  static const Spec* ResNetF32(const std::string& name) {
+    return testing::FindSpec(*resnet_f32_, name);
   }
-  static const Spec* ResNetF32(const std::string& name) { return Find(*resnet_f32_, name); }
-  static const Spec* ResNetBf16(const std::string& name) { return Find(*resnet_bf16_, name); }
+  static const Spec* ResNetBf16(const std::string& name) {
+    return testing::FindSpec(*resnet_bf16_, name);
+  }
 
   static std::vector<std::string> PathsOf(const TemplateFamily& family, const Spec& spec) {
     for (const ParamSpace& space : family.Space(spec.view)) {

@@ -117,18 +117,12 @@ class CudaGemmTemplateTest : public ::testing::Test {
     delete gpt2_f16_;
   }
 
-  static const Spec* Find(const std::vector<std::unique_ptr<Spec>>& specs,
-                          const std::string& name) {
-    for (const auto& spec : specs) {
-      if (spec->name == name) return spec.get();
-    }
-    std::string names;
-    for (const auto& spec : specs) names += "'" + spec->name + "' ";
-    ADD_FAILURE() << "no spec named '" << name << "' among " << names;
-    return nullptr;
+  static const Spec* Gpt2F32(const std::string& name) {
+    return testing::FindSpec(*gpt2_f32_, name);
   }
-  static const Spec* Gpt2F32(const std::string& name) { return Find(*gpt2_f32_, name); }
-  static const Spec* Gpt2F16(const std::string& name) { return Find(*gpt2_f16_, name); }
+  static const Spec* Gpt2F16(const std::string& name) {
+    return testing::FindSpec(*gpt2_f16_, name);
+  }
 
   GemmPlan Plan(const Spec& spec) {
     Result<GemmPlan> plan = AnalyzeGemm(spec.view, {.half_types = true});

@@ -108,15 +108,7 @@ class GemmTemplateTest : public ::testing::Test {
     delete resnet_;
   }
 
-  static const Spec* Find(const std::vector<std::unique_ptr<Spec>>& specs,
-                          const std::string& name) {
-    for (const auto& spec : specs) {
-      if (spec->name == name) return spec.get();
-    }
-    ADD_FAILURE() << "no spec named '" << name << "'";
-    return nullptr;
-  }
-  static const Spec* Gpt2(const std::string& name) { return Find(*gpt2_, name); }
+  static const Spec* Gpt2(const std::string& name) { return testing::FindSpec(*gpt2_, name); }
 
   static const Spec* ResNetGemmBias() {
     for (const auto& spec : *resnet_) {

@@ -88,6 +88,18 @@ inline std::vector<std::unique_ptr<Spec>> ModelSpecs(const std::string& file,
   return specs;
 }
 
+// The spec named `name` among `specs` (a test failure listing the names when there is none).
+inline const Spec* FindSpec(const std::vector<std::unique_ptr<Spec>>& specs,
+                            const std::string& name) {
+  for (const auto& spec : specs) {
+    if (spec->name == name) return spec.get();
+  }
+  std::string names;
+  for (const auto& spec : specs) names += "'" + spec->name + "' ";
+  ADD_FAILURE() << "no spec named '" << name << "' among " << names;
+  return nullptr;
+}
+
 // Compiles `source` and runs the sandboxed harness on it: the same evaluation a candidate gets.
 // Test stages only unless `profile`.
 class Evaluator {
