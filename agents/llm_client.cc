@@ -78,6 +78,44 @@ std::string KeyOf(const LlmConfig& config, Json body) {
   return Sha256Hex(body.dump());
 }
 
+// The same with every number masked (a run of digits becomes one '#'): prompts carry measured
+// times and error counts, which differ from run to run, so a replayed run whose prompt differs
+// from the recorded one only in numbers still finds its answer.
+std::string MaskedKeyOf(const LlmConfig& config, Json body) {
+  body["dialect"] = config.dialect;
+  const std::string text = body.dump();
+  std::string masked;
+  masked.reserve(text.size());
+  for (char c : text) {
+    const bool digit = c >= '0' && c <= '9';
+    if (!digit) {
+      masked.push_back(c);
+    } else if (masked.empty() || masked.back() != '#') {
+      masked.push_back('#');
+    }
+  }
+  return Sha256Hex(masked);
+}
+
+// The recorded answer whose request matches `masked_key`, the first by file name; empty when
+// none does.
+std::filesystem::path FindByMaskedKey(const std::filesystem::path& dir,
+                                      const std::string& masked_key) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".json") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::filesystem::path& file : files) {
+    Result<std::string> text = ReadFile(file);
+    if (!text.ok()) continue;
+    const Json saved = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (saved.is_object() && saved.value("masked_key", "") == masked_key) return file;
+  }
+  return {};
+}
+
 // The answer in a response body of the dialect, or DataLoss saying what is missing.
 Result<ChatAnswer> ParseAnswer(const LlmConfig& config, const std::string& text) {
   const auto malformed = [&](std::string_view what) {
@@ -227,7 +265,13 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
       options_.record_dir.empty() ? std::filesystem::path() : options_.record_dir / (key + ".json");
   if (options_.replay) {
     if (record.empty()) return InvalidArgument("replay needs a directory of recorded answers");
-    Result<std::string> text = ReadFile(record);
+    std::filesystem::path found = record;
+    std::error_code ec;
+    if (!std::filesystem::exists(found, ec)) {
+      found = FindByMaskedKey(options_.record_dir, MaskedKeyOf(config_, request_body));
+    }
+    Result<std::string> text =
+        found.empty() ? Result<std::string>(NotFound("no record")) : ReadFile(found);
     if (!text.ok()) {
       return NotFound(fmt::format(
           "no recorded answer for this request in {} (key {}): the prompt differs from the "
@@ -242,8 +286,7 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
       answer.output_tokens = saved.value("output_tokens", int64_t{0});
       answer.truncated = saved.value("truncated", false);
     } catch (const Json::exception& e) {
-      return Corruption(
-          fmt::format("recorded answer {} is damaged: {}", record.string(), e.what()));
+      return Corruption(fmt::format("recorded answer {} is damaged: {}", found.string(), e.what()));
     }
     answer.replayed = true;
     answer.key = key;
@@ -259,6 +302,7 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
       prompt_chars / 4 + (request.max_tokens > 0 ? request.max_tokens : config_.max_tokens);
 
   std::string last_problem;
+  std::vector<std::string> problems;
   int64_t backoff_ms = config_.backoff_ms;
   for (int attempt_number = 1; attempt_number <= config_.retries + 1; ++attempt_number) {
     WaitForTokenBudget(estimate);
@@ -281,6 +325,7 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
     } else {
       KF_ASSIGN_OR_RETURN(ChatAnswer answer, ParseAnswer(config_, attempt.body));
       answer.attempts = attempt_number;
+      answer.retried_for = std::move(problems);
       answer.latency_s = attempt.seconds;
       answer.key = key;
       answer.cost = config_.Cost(answer.input_tokens, answer.output_tokens);
@@ -291,12 +336,14 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
         const Json saved = {{"content", answer.content},
                             {"input_tokens", answer.input_tokens},
                             {"output_tokens", answer.output_tokens},
-                            {"truncated", answer.truncated}};
+                            {"truncated", answer.truncated},
+                            {"masked_key", MaskedKeyOf(config_, request_body)}};
         KF_RETURN_IF_ERROR(MakeDirs(options_.record_dir));
         KF_RETURN_IF_ERROR(WriteFileAtomic(record, saved.dump(2) + "\n"));
       }
       return answer;
     }
+    problems.push_back(last_problem);
     if (attempt_number > config_.retries) break;
     const int64_t wait_ms = attempt.retry_after_ms >= 0
                                 ? std::min(attempt.retry_after_ms, kMaxRetryAfterMs)
@@ -306,6 +353,54 @@ Result<ChatAnswer> LlmClient::Chat(const ChatRequest& request) {
   }
   return Unavailable(fmt::format("the LLM request failed after {} attempt(s); last: {}",
                                  config_.retries + 1, last_problem));
+}
+
+Result<std::string> DiscoverModel(const LlmConfig& config) {
+  KF_ASSIGN_OR_RETURN(std::string key, config.ApiKey());
+  GlobalInit();
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) return Internal("libcurl could not start a request");
+  const std::string url = config.endpoint + "/models";
+  curl_slist* headers = nullptr;
+  std::string auth;
+  if (!key.empty()) {
+    auth = config.dialect == "anthropic" ? "x-api-key: " + key : "Authorization: Bearer " + key;
+    headers = curl_slist_append(headers, auth.c_str());
+  }
+  if (config.dialect == "anthropic") {
+    headers = curl_slist_append(headers, "anthropic-version: 2023-06-01");
+  }
+  std::string body;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
+                   static_cast<long>(std::min<int64_t>(config.timeout_ms, int64_t{30'000})));
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  const CURLcode code = curl_easy_perform(curl);
+  long status = 0;
+  if (code == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  std::fill(auth.begin(), auth.end(), '\0');
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  if (code != CURLE_OK) {
+    return Unavailable(
+        fmt::format("cannot list the models of {}: {}", url, curl_easy_strerror(code)));
+  }
+  if (status != 200) {
+    return Unavailable(fmt::format("{} answered HTTP {}: {}", url, status, body.substr(0, 200)));
+  }
+  const Json listing = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (listing.is_object() && listing.contains("data") && listing["data"].is_array()) {
+    for (const Json& model : listing["data"]) {
+      if (model.is_object() && model.contains("id") && model["id"].is_string()) {
+        return model["id"].get<std::string>();
+      }
+    }
+  }
+  return NotFound(
+      fmt::format("{} lists no model; name one with --llm-model or in the config file", url));
 }
 
 }  // namespace kfleet::agents

@@ -37,10 +37,11 @@ struct ChatAnswer {
   std::string content;
   int64_t input_tokens = 0;
   int64_t output_tokens = 0;
-  bool truncated = false;  // the server stopped at the token limit
-  int attempts = 0;        // requests sent (0 when replayed)
-  double latency_s = 0;    // of the successful attempt, waits for retries excluded
-  double cost = 0;         // from the config's prices
+  bool truncated = false;                // the server stopped at the token limit
+  int attempts = 0;                      // requests sent (0 when replayed)
+  std::vector<std::string> retried_for;  // what each failed attempt before the answer met
+  double latency_s = 0;                  // of the successful attempt, waits for retries excluded
+  double cost = 0;                       // from the config's prices
   bool replayed = false;
   std::string key;  // the request's hash: the record's name
 };
@@ -83,5 +84,10 @@ class LlmClient {
   int64_t in_flight_ = 0;
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_;  // tokens used
 };
+
+// The first model an OpenAI-compatible server lists (GET {endpoint}/models), for a run that names
+// only the endpoint: vLLM, llama.cpp's server and SGLang serve one model, Ollama lists what it
+// has pulled. Unavailable when the server cannot be reached, NotFound when it lists none.
+Result<std::string> DiscoverModel(const LlmConfig& config);
 
 }  // namespace kfleet::agents

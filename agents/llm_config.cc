@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 
 #include "common/config.h"
 #include "common/files.h"
@@ -37,28 +38,35 @@ Result<LlmConfig> Read(ConfigReader& reader, const std::string& source) {
   c.temperature_coder = reader.Double("temperature.coder", c.temperature_coder, 0, 2);
   c.temperature_conductor = reader.Double("temperature.conductor", c.temperature_conductor, 0, 2);
   KF_RETURN_IF_ERROR(reader.Finish());
-  if (!c.endpoint.starts_with("http://") && !c.endpoint.starts_with("https://")) {
-    return InvalidArgument(fmt::format(
-        "{}: endpoint must be an http:// or https:// URL such as http://127.0.0.1:8000/v1; got "
-        "'{}'",
-        source, c.endpoint));
-  }
-  while (c.endpoint.ends_with('/')) c.endpoint.pop_back();
-  if (c.model.empty()) {
-    return InvalidArgument(fmt::format(
-        "{}: model is required (the name the server knows the model by, as in its /v1/models)",
-        source));
-  }
-  if (!c.api_key_env.empty() && !ValidEnvName(c.api_key_env)) {
-    return InvalidArgument(fmt::format(
-        "{}: api_key_env names the environment variable that holds the key (such as "
-        "OPENAI_API_KEY), not the key itself; '{}' is not a variable name",
-        source, c.api_key_env.size() > 12 ? c.api_key_env.substr(0, 4) + "..." : c.api_key_env));
-  }
+  KF_RETURN_IF_ERROR(ValidateLlmConfig(c, source));
   return c;
 }
 
 }  // namespace
+
+Status ValidateLlmConfig(LlmConfig& config, std::string_view source) {
+  if (!config.endpoint.starts_with("http://") && !config.endpoint.starts_with("https://")) {
+    return InvalidArgument(fmt::format(
+        "{}: endpoint must be an http:// or https:// URL such as http://127.0.0.1:8000/v1; got "
+        "'{}'",
+        source, config.endpoint));
+  }
+  while (config.endpoint.ends_with('/')) config.endpoint.pop_back();
+  if (config.model.empty()) {
+    return InvalidArgument(fmt::format(
+        "{}: model is required (the name the server knows the model by, as in its /v1/models)",
+        source));
+  }
+  if (!config.api_key_env.empty() && !ValidEnvName(config.api_key_env)) {
+    return InvalidArgument(
+        fmt::format("{}: api_key_env names the environment variable that holds the key (such as "
+                    "OPENAI_API_KEY), not the key itself; '{}' is not a variable name",
+                    source,
+                    config.api_key_env.size() > 12 ? config.api_key_env.substr(0, 4) + "..."
+                                                   : config.api_key_env));
+  }
+  return Status::Ok();
+}
 
 Result<std::string> LlmConfig::ApiKey() const {
   if (api_key_env.empty()) return std::string();
@@ -90,6 +98,64 @@ Result<LlmConfig> ParseLlmConfig(std::string_view yaml, std::string source) {
 Result<LlmConfig> LoadLlmConfig(const std::filesystem::path& path) {
   KF_ASSIGN_OR_RETURN(ConfigReader reader, ConfigReader::LoadFile(path));
   return Read(reader, path.string());
+}
+
+std::string LlmConfigToJson(const LlmConfig& c) {
+  return nlohmann::json{{"endpoint", c.endpoint},
+                        {"dialect", c.dialect},
+                        {"model", c.model},
+                        {"api_key_env", c.api_key_env},
+                        {"max_tokens", c.max_tokens},
+                        {"timeout_ms", c.timeout_ms},
+                        {"retries", c.retries},
+                        {"backoff_ms", c.backoff_ms},
+                        {"concurrency", c.concurrency},
+                        {"tokens_per_minute", c.tokens_per_minute},
+                        {"price_input_per_mtok", c.price_input_per_mtok},
+                        {"price_output_per_mtok", c.price_output_per_mtok},
+                        {"temperature_designer", c.temperature_designer},
+                        {"temperature_coder", c.temperature_coder},
+                        {"temperature_conductor", c.temperature_conductor},
+                        {"record_dir", c.record_dir},
+                        {"replay", c.replay}}
+      .dump();
+}
+
+Result<LlmConfig> LlmConfigFromJson(std::string_view text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return InvalidArgument("the LLM settings are not a JSON object");
+  LlmConfig c;
+  try {
+    c.endpoint = j.value("endpoint", c.endpoint);
+    c.dialect = j.value("dialect", c.dialect);
+    c.model = j.value("model", c.model);
+    c.api_key_env = j.value("api_key_env", c.api_key_env);
+    c.max_tokens = j.value("max_tokens", c.max_tokens);
+    c.timeout_ms = j.value("timeout_ms", c.timeout_ms);
+    c.retries = j.value("retries", c.retries);
+    c.backoff_ms = j.value("backoff_ms", c.backoff_ms);
+    c.concurrency = j.value("concurrency", c.concurrency);
+    c.tokens_per_minute = j.value("tokens_per_minute", c.tokens_per_minute);
+    c.price_input_per_mtok = j.value("price_input_per_mtok", c.price_input_per_mtok);
+    c.price_output_per_mtok = j.value("price_output_per_mtok", c.price_output_per_mtok);
+    c.temperature_designer = j.value("temperature_designer", c.temperature_designer);
+    c.temperature_coder = j.value("temperature_coder", c.temperature_coder);
+    c.temperature_conductor = j.value("temperature_conductor", c.temperature_conductor);
+    c.record_dir = j.value("record_dir", c.record_dir);
+    c.replay = j.value("replay", c.replay);
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgument(
+        fmt::format("the LLM settings have a field of the wrong type: {}", e.what()));
+  }
+  if (c.dialect != "openai" && c.dialect != "anthropic") {
+    return InvalidArgument(fmt::format("dialect '{}' is not one of openai, anthropic", c.dialect));
+  }
+  if (c.max_tokens < 16 || c.timeout_ms < 1 || c.retries < 0 || c.backoff_ms < 0 ||
+      c.concurrency < 1 || c.tokens_per_minute < 0) {
+    return InvalidArgument("the LLM settings have a limit out of range");
+  }
+  KF_RETURN_IF_ERROR(ValidateLlmConfig(c, "the LLM settings"));
+  return c;
 }
 
 }  // namespace kfleet::agents

@@ -28,6 +28,10 @@ struct LlmConfig {
   double temperature_designer = 0.7;
   double temperature_coder = 0.2;
   double temperature_conductor = 0.0;
+  // Set from `--llm-record DIR` / `--llm-replay DIR` (not from the file): where answers are
+  // recorded, and whether they come only from there (an offline, reproducible run).
+  std::string record_dir;
+  bool replay = false;
 
   // The key from the environment; FailedPrecondition naming the variable when it is unset.
   Result<std::string> ApiKey() const;
@@ -36,6 +40,14 @@ struct LlmConfig {
   // The cost of one call.
   double Cost(int64_t input_tokens, int64_t output_tokens) const;
 };
+
+// The config as JSON and back: how it travels in job options and task payloads. It holds the
+// name of the key's variable, never the key.
+std::string LlmConfigToJson(const LlmConfig& config);
+// InvalidArgument for text that is not such an object or breaks the file's rules.
+Result<LlmConfig> LlmConfigFromJson(std::string_view text);
+// The rules a parsed config must meet (endpoint URL, model, variable name); `source` names it.
+Status ValidateLlmConfig(LlmConfig& config, std::string_view source);
 
 Result<LlmConfig> ParseLlmConfig(std::string_view yaml, std::string source);
 Result<LlmConfig> LoadLlmConfig(const std::filesystem::path& path);

@@ -3,12 +3,18 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <system_error>
 #include <variant>
 
 #include "common/files.h"
 
 namespace kfleet::agents {
+
+// configs/knowledge, compiled in (cmake/EmbedKnowledge.cmake): (backend, document, text) triples.
+extern const char* const kBuiltinKnowledge[];
+extern const int kBuiltinKnowledgeEntries;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -34,9 +40,9 @@ std::vector<std::string> SplitTags(std::string_view tags) {
   return out;
 }
 
-Status ParseDocument(const fs::path& path, std::string_view text,
+// `label` names the document in errors (its path, or "builtin cuda/basics.md").
+Status ParseDocument(const std::string& document, const std::string& label, std::string_view text,
                      std::vector<KnowledgeSection>* sections) {
-  const std::string document = path.stem().string();
   KnowledgeSection* current = nullptr;
   bool expect_tag = false;
   int line_number = 0;
@@ -53,7 +59,7 @@ Status ParseDocument(const fs::path& path, std::string_view text,
         return InvalidArgument(fmt::format(
             "{}:{}: the line after a '## ' heading must name its families ('families: all' or "
             "'families: gemm, conv')",
-            path.string(), line_number));
+            label, line_number));
       }
       current->families = SplitTags(trimmed.substr(kTagPrefix.size()));
       expect_tag = false;
@@ -73,7 +79,7 @@ Status ParseDocument(const fs::path& path, std::string_view text,
   }
   if (expect_tag) {
     return InvalidArgument(
-        fmt::format("{}:{}: the last heading has no families line", path.string(), line_number));
+        fmt::format("{}:{}: the last heading has no families line", label, line_number));
   }
   return Status::Ok();
 }
@@ -155,9 +161,34 @@ Result<std::vector<KnowledgeSection>> LoadKnowledge(const fs::path& root,
   std::vector<KnowledgeSection> sections;
   for (const fs::path& file : files) {
     KF_ASSIGN_OR_RETURN(std::string text, ReadFile(file, size_t{1} << 22));
-    KF_RETURN_IF_ERROR(ParseDocument(file, text, &sections));
+    KF_RETURN_IF_ERROR(ParseDocument(file.stem().string(), file.string(), text, &sections));
   }
   return sections;
+}
+
+Result<std::vector<KnowledgeSection>> BuiltinKnowledge(std::string_view backend) {
+  std::vector<KnowledgeSection> sections;
+  bool any = false;
+  for (int i = 0; i + 2 < kBuiltinKnowledgeEntries; i += 3) {
+    if (backend != kBuiltinKnowledge[i]) continue;
+    any = true;
+    const std::string document = kBuiltinKnowledge[i + 1];
+    KF_RETURN_IF_ERROR(ParseDocument(document, fmt::format("builtin {}/{}.md", backend, document),
+                                     kBuiltinKnowledge[i + 2], &sections));
+  }
+  if (!any) {
+    return NotFound(fmt::format(
+        "no knowledge documents for backend '{}' are built in (set KFLEET_KNOWLEDGE_DIR to a "
+        "folder with a {}/ folder of Markdown documents)",
+        backend, backend));
+  }
+  return sections;
+}
+
+Result<std::vector<KnowledgeSection>> KnowledgeFor(std::string_view backend) {
+  const char* dir = std::getenv("KFLEET_KNOWLEDGE_DIR");
+  if (dir != nullptr && *dir != '\0') return LoadKnowledge(dir, backend);
+  return BuiltinKnowledge(backend);
 }
 
 std::string FamilyClass(std::string_view family) {
@@ -261,6 +292,13 @@ std::vector<ChatMessage> DesignerMessages(const DesignerInput& in) {
     user += "Propose something different from the failed ones and better than the best.\n";
   }
   if (!in.advice.empty()) user += "\nWhat went wrong last time: " + in.advice + "\n";
+  if (in.islands > 1) {
+    user +=
+        fmt::format("\nThe search runs {} islands in parallel and this plan is for island {}: {}\n",
+                    in.islands, in.island,
+                    in.island == 0 ? "prefer the simplest design that can be fast"
+                                   : "prefer a bolder design than the obvious one");
+  }
   user += "\nWrite the plan now.";
   return {{"system", system}, {"user", user}};
 }

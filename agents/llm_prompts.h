@@ -33,6 +33,13 @@ struct KnowledgeSection {
 Result<std::vector<KnowledgeSection>> LoadKnowledge(const std::filesystem::path& root,
                                                     std::string_view backend);
 
+// The documents compiled into kfleet (configs/knowledge at build time); NotFound for a backend
+// without any.
+Result<std::vector<KnowledgeSection>> BuiltinKnowledge(std::string_view backend);
+// What the agent uses: the folder $KFLEET_KNOWLEDGE_DIR when set (a user's own documents, read at
+// run time), else the built-in ones.
+Result<std::vector<KnowledgeSection>> KnowledgeFor(std::string_view backend);
+
 // A spec family ("gemm+gelu_tanh", "conv+add+relu", "layernorm", "attention") as the knowledge
 // tags name it: elementwise, rownorm, reduce, gemm, conv, attention or pool.
 std::string FamilyClass(std::string_view spec_family);
@@ -70,6 +77,8 @@ struct DesignerInput {
   std::string knowledge;  // TrimKnowledge
   std::vector<ParentBrief> parents;
   std::string advice;  // the Conductor's, when this redesigns a failed candidate
+  int island = 0;      // which island the plan is for, of `islands`
+  int islands = 1;
 };
 std::vector<ChatMessage> DesignerMessages(const DesignerInput& input);
 

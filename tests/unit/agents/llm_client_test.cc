@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/temp_dir.h"
-#include "tests/unit/agents/fake_llm_server.h"
+#include "tests/fakes/fake_llm_server.h"
 
 namespace kfleet::agents {
 namespace {

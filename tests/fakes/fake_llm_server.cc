@@ -1,4 +1,4 @@
-#include "tests/unit/agents/fake_llm_server.h"
+#include "tests/fakes/fake_llm_server.h"
 
 #include <atomic>
 #include <boost/asio.hpp>
@@ -23,6 +23,8 @@ struct FakeLlmServer::State {
   std::mutex mutex;  // guards replies and received
   std::deque<Reply> replies;
   std::vector<Received> received;
+  std::function<Reply(const Received&)> responder;
+  std::string model = "fake-coder";
 
   void Serve() {
     while (true) {
@@ -36,18 +38,30 @@ struct FakeLlmServer::State {
       http::read(socket, buffer, request, ec);
       if (ec) continue;
       Reply reply;
+      std::function<Reply(const Received&)> respond;
+      Received got{std::string(request.method_string()), std::string(request.target()),
+                   std::string(request[http::field::authorization]),
+                   std::string(request["x-api-key"]), request.body()};
       {
         std::lock_guard<std::mutex> lock(mutex);
-        received.push_back({std::string(request.target()),
-                            std::string(request[http::field::authorization]),
-                            std::string(request["x-api-key"]), request.body()});
-        if (replies.empty()) {
-          reply = {500, R"({"error":"the test scripted no reply for this request"})", {}, 0};
-        } else {
+        received.push_back(got);
+        if (request.method() == http::verb::get && got.target.ends_with("/models")) {
+          reply = {
+              200,
+              nlohmann::json{{"object", "list"}, {"data", {{{"id", model}, {"object", "model"}}}}}
+                  .dump(),
+              {},
+              0};
+        } else if (!replies.empty()) {
           reply = replies.front();
           replies.pop_front();
+        } else if (responder) {
+          respond = responder;
+        } else {
+          reply = {500, R"({"error":"the test scripted no reply for this request"})", {}, 0};
         }
       }
+      if (respond) reply = respond(got);
       if (reply.delay_ms > 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(reply.delay_ms));
       http::response<http::string_body> response{static_cast<http::status>(reply.status),
@@ -84,6 +98,20 @@ std::string FakeLlmServer::endpoint() const {
 void FakeLlmServer::Push(Reply reply) {
   std::lock_guard<std::mutex> lock(state_->mutex);
   state_->replies.push_back(std::move(reply));
+}
+
+void FakeLlmServer::SetResponder(std::function<Reply(const Received&)> responder) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->responder = std::move(responder);
+}
+
+void FakeLlmServer::SetModel(std::string model) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->model = std::move(model);
+}
+
+FakeLlmServer::Reply FakeLlmServer::Malformed() {
+  return {200, R"({"choices": [{"message": {"content": "half a)", {}, 0};
 }
 
 std::vector<FakeLlmServer::Received> FakeLlmServer::received() {
