@@ -8,6 +8,7 @@
 
 #include "common/ids.h"
 #include "common/log.h"
+#include "coordinator/llm_search.h"
 
 namespace kfleet::coordinator {
 namespace {
@@ -191,6 +192,9 @@ Status ApiService::Submit(const std::string& routing_id, msg::SubmitRequest::Rea
     submission.top = request.getTop();
     submission.dtype = Text(request.getDtype());
     submission.priority = request.getPriority();
+    submission.agent = Text(request.getAgent());
+    submission.llm_json = Text(request.getLlm());
+    submission.budget_usd = request.getBudgetUsd();
     KF_ASSIGN_OR_RETURN(int64_t job_id, conductor_.SubmitModel(submission));
     KF_RETURN_IF_ERROR(scheduler_.JobSubmitted(job_id));
     outbox_.Add<msg::SubmitReply>(Channel::kClients, routing_id)
@@ -262,6 +266,20 @@ Status ApiService::FillJob(const storage::JobRow& job, msg::JobSummary::Builder 
   progress.setTasksDone(static_cast<uint32_t>(counts.done));
   progress.setTasksFailed(static_cast<uint32_t>(counts.failed));
   progress.setRetries(static_cast<uint32_t>(retries));
+  if (job.kind == storage::JobKind::kModel) {
+    const json options = json::parse(job.options_json, nullptr, /*allow_exceptions=*/false);
+    const JobAgent agent = JobAgentOf(options.is_object() ? options : json::object());
+    out.setAgent(std::string(SearchAgentName(agent.agent)));
+    KF_ASSIGN_OR_RETURN(storage::LlmSpend spend, store_.llm_calls().SpendByJob(job.id));
+    msg::LlmUsage::Builder usage = out.initLlm();
+    usage.setModel(agent.model);
+    usage.setCalls(static_cast<uint32_t>(spend.calls));
+    usage.setFailedCalls(static_cast<uint32_t>(spend.failed_calls));
+    usage.setPromptTokens(static_cast<uint64_t>(spend.prompt_tokens));
+    usage.setCompletionTokens(static_cast<uint64_t>(spend.completion_tokens));
+    usage.setCostUsd(spend.cost_usd);
+    usage.setBudgetUsd(agent.budget_usd);
+  }
   return Status::Ok();
 }
 

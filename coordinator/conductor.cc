@@ -7,9 +7,12 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "agents/llm_config.h"
+#include "agents/llm_prompts.h"
 #include "agents/search.h"
 #include "agents/template_family.h"
 #include "common/log.h"
+#include "coordinator/llm_search.h"
 #include "eval/model_verify.h"
 #include "eval/report.h"
 #include "eval/toolchain.h"
@@ -119,6 +122,14 @@ std::string Slug(const std::string& name) {
   return out.substr(0, 60);
 }
 
+// What the LLM's prompts say about a kernel job besides its spec.
+void FillBrief(const JobRow& job, const KernelJobRow& kernel_job, msg::LlmBrief::Builder brief) {
+  brief.setKernelName(kernel_job.name);
+  brief.setBaselineUs(kernel_job.baseline_us);
+  brief.setSolUs(kernel_job.sol_us);
+  brief.setTarget(ParseObject(job.summary_json).value("device", std::string()));
+}
+
 std::string KernelSymbol(int64_t kernel_job_id) {
   return "kf_k" + std::to_string(kernel_job_id) + "_run";
 }
@@ -183,6 +194,21 @@ Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
   // A corrupt or unsupported model is refused here, before anything is stored or queued.
   KF_ASSIGN_OR_RETURN(planner::Graph graph,
                       planner::ImportOnnxBytes(submission.bytes, submission.file_name, "", import));
+  KF_ASSIGN_OR_RETURN(const SearchAgent agent, ParseSearchAgent(submission.agent));
+  std::string llm_description;
+  if (agent != SearchAgent::kTemplate) {
+    if (submission.llm_json.empty()) {
+      return InvalidArgument(fmt::format(
+          "the {} agent needs a language model: give --llm-endpoint URL or --llm-config FILE",
+          SearchAgentName(agent)));
+    }
+    Result<agents::LlmConfig> llm = agents::LlmConfigFromJson(submission.llm_json);
+    if (!llm.ok()) return llm.status();
+    llm_description = llm->Describe();
+  }
+  if (submission.budget_usd < 0 || !std::isfinite(submission.budget_usd)) {
+    return InvalidArgument("the money budget must be a positive amount");
+  }
   const int64_t top = submission.top > 0 ? submission.top : options_.default_top;
   const int64_t budget_ms =
       submission.budget_ms > 0 ? submission.budget_ms : options_.default_budget_ms;
@@ -197,12 +223,15 @@ Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
   new_job.target = submission.target;
   new_job.priority = submission.priority;
   new_job.budget_ms = budget_ms;
-  new_job.options_json = json{
-      {"top", top},
-      {"file", submission.file_name},
-      {"nodes", graph.nodes.size()},
-      {"dtype",
-       submission.dtype}}.dump();
+  new_job.options_json =
+      json{{"top", top},
+           {"file", submission.file_name},
+           {"nodes", graph.nodes.size()},
+           {"dtype", submission.dtype},
+           {"agent", SearchAgentName(agent)},
+           {"llm", agent == SearchAgent::kTemplate ? std::string() : submission.llm_json},
+           {"budget_usd", submission.budget_usd}}
+          .dump();
   new_job.phase = std::string(kPhaseProfiling);
   KF_ASSIGN_OR_RETURN(int64_t job_id, store_.jobs().Create(new_job));
   KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(job_id));
@@ -225,7 +254,10 @@ Result<int64_t> Conductor::SubmitModel(const ModelSubmission& submission) {
                  {"budget_ms", budget_ms},
                  {"top", top},
                  {"target", storage::Name(job.target)},
-                 {"dtype", submission.dtype.empty() ? "as exported" : submission.dtype}}
+                 {"dtype", submission.dtype.empty() ? "as exported" : submission.dtype},
+                 {"agent", SearchAgentName(agent)},
+                 {"llm", llm_description},
+                 {"budget_usd", submission.budget_usd}}
                 .dump()));
   KF_RETURN_IF_ERROR(Event(job_id, "job.phase", json{{"phase", kPhaseProfiling}}.dump()));
   active_jobs_.insert(job_id);
@@ -411,7 +443,11 @@ Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
   const std::string backend(storage::Name(job.target));
   KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,
                       agents::TemplateFamiliesFor(backend));
-  // Which kernel jobs the templates can implement, in rank order; the first `top` are searched.
+  // The LLM agent writes kernels no template covers.
+  const bool llm_writes_any =
+      JobAgentOf(ParseObject(job.options_json)).agent != SearchAgent::kTemplate;
+  // Which kernel jobs the templates (or the LLM) can implement, in rank order; the first `top`
+  // are searched.
   std::vector<std::string> unsupported(plan.jobs.size());
   std::vector<bool> searched(plan.jobs.size(), false);
   double searched_saving = 0;
@@ -424,7 +460,9 @@ Status Conductor::OnModelProfiled(const JobRow& job, const TaskRow& task) {
     if (fits.ok()) {
       Result<agents::SpecView> view = agents::AnalyzeSpec(*spec);
       fits = view.status();
-      if (fits.ok()) fits = agents::SupportingTemplates(*view, families).status();
+      if (fits.ok() && !llm_writes_any) {
+        fits = agents::SupportingTemplates(*view, families).status();
+      }
     }
     if (!fits.ok()) {
       unsupported[i] = fmt::format("no {} template fits: {}", backend == "cuda" ? "CUDA" : "CPU",
@@ -550,18 +588,37 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
       best_before = std::max(best_before, *c.speedup);
   }
 
+  const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+  bool llm_on = agent.agent != SearchAgent::kTemplate;
+  std::string llm_spent;
+  double llm_cost = 0;
+  if (llm_on) {
+    KF_ASSIGN_OR_RETURN(storage::LlmSpend spend, store_.llm_calls().SpendByJob(job.id));
+    llm_cost = spend.cost_usd;
+    if (agent.budget_usd > 0 && spend.cost_usd >= agent.budget_usd) {
+      llm_on = false;
+      llm_spent = fmt::format("the LLM budget of ${:.2f} is spent (${:.2f})", agent.budget_usd,
+                              spend.cost_usd);
+    }
+  }
+
   std::string stop;
   if (clock_.NowUs() - started_us >= job.budget_ms * 1000) {
     stop = "the job's search time (" + Seconds(job.budget_ms / 1000.0) + ") ran out";
   } else if (spent_us >= kernel_job.budget_ms * 1000) {
     stop = "its budget of " + Seconds(kernel_job.budget_ms / 1000.0) + " of task time is spent";
+  } else if (agent.agent == SearchAgent::kLlm && !llm_on) {
+    stop = llm_spent;
   } else if (best_sol >= options_.stop_sol_fraction && best_sol <= 1.0) {
     // Above 1 the floor itself is wrong (a calibration taken on a busy machine): keep going.
     stop = fmt::format("reached {:.0f}% of speed-of-light", best_sol * 100);
   } else if (static_cast<int64_t>(candidates.size()) >= options_.max_candidates) {
     stop = fmt::format("tried {} candidates, the most per kernel", candidates.size());
   } else if (kernel_job.rounds > 0 && last_round_count == 0) {
-    stop = "the templates' parameter space is exhausted";
+    stop = agent.agent == SearchAgent::kTemplate ? "the templates' parameter space is exhausted"
+           : agent.agent == SearchAgent::kLlm
+               ? "the LLM proposed nothing in the last round (see the plan.failed events)"
+               : "neither the templates nor the LLM proposed anything in the last round";
   } else if (kernel_job.rounds >= options_.plateau_rounds && best_before > 0 &&
              best <= best_before * (1 + options_.noise)) {
     stop = fmt::format("no gain above {:.0f}% in the last {} rounds", options_.noise * 100,
@@ -572,44 +629,121 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
   KF_ASSIGN_OR_RETURN(int64_t round, store_.kernel_jobs().StartRound(kernel_job_id));
   const bool migrate =
       round > 0 && options_.migrate_every > 0 && round % options_.migrate_every == 0;
-  for (int island = 0; island < options_.islands; ++island) {
-    capnp::MallocMessageBuilder builder;
-    msg::PlanRequest::Builder request = builder.initRoot<msg::PlanRequest>();
-    request.setSpecOnnx(DataOf(kernel_job.spec));
-    request.setIsland(static_cast<uint32_t>(island));
-    request.setRound(static_cast<uint32_t>(round));
-    request.setCount(static_cast<uint32_t>(options_.per_island));
-    request.setSeed(options_.seed * 1'000'003 + static_cast<uint64_t>(kernel_job_id));
-    request.setMigrate(migrate);
-    request.setBackend(std::string(storage::Name(job.target)));
-    auto history = request.initHistory(static_cast<unsigned>(candidates.size()));
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      const CandidateRow& c = candidates[i];
-      msg::CandidateOutcome::Builder out = history[static_cast<unsigned>(i)];
-      out.setId(static_cast<uint64_t>(c.id));
-      out.setIsland(static_cast<uint32_t>(c.island));
-      out.setTemplate(c.template_name);
-      const agents::Params params = ParamsFromJson(c.params_json);
-      SetParams(out.initParams(static_cast<unsigned>(params.size())), params);
-      const char* state = c.state == CandidateState::kProfiled ? "profiled"
-                          : c.state == CandidateState::kPassed ? "passed"
-                          : c.state == CandidateState::kFailed ? "failed"
-                                                               : "pending";
-      out.setState(state);
-      out.setFailedStage(c.failed_stage);
-      out.setSpeedup(c.speedup.value_or(0));
-    }
-    KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kPlan, kernel_job_id, std::nullopt,
-                               msg::EncodePayload(builder), kPlanBonus, kPlanTimeoutMs));
+  const bool templates = agent.agent != SearchAgent::kLlm;
+  // Hybrid: the templates seed round 0 and the LLM joins from round 1, with their best as
+  // parents; a spec no template fits gets the LLM from the start.
+  bool llm_round = llm_on && (agent.agent == SearchAgent::kLlm || round > 0);
+  if (llm_on && !llm_round) {
+    Result<planner::Graph> spec =
+        planner::ImportOnnxBytes(kernel_job.spec, kernel_job.name, "", {});
+    KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,
+                        agents::TemplateFamiliesFor(storage::Name(job.target)));
+    Result<agents::SpecView> view =
+        spec.ok() ? agents::AnalyzeSpec(*spec) : Result<agents::SpecView>(spec.status());
+    llm_round = !view.ok() || !agents::SupportingTemplates(*view, families).ok();
   }
-  return Event(job.id, "kernel.round",
-               json{{"kernel", kernel_job.name},
-                    {"kernel_job", kernel_job_id},
-                    {"round", round},
-                    {"candidates", candidates.size()},
-                    {"best_speedup", best},
-                    {"migrate", migrate}}
-                   .dump());
+  if (!llm_spent.empty() && agent.agent == SearchAgent::kHybrid) {
+    KF_RETURN_IF_ERROR(
+        Event(job.id, "llm.budget", json{{"kernel", kernel_job.name}, {"note", llm_spent}}.dump()));
+  }
+  for (int island = 0; island < options_.islands; ++island) {
+    PlanTask plan;
+    plan.island = island;
+    plan.round = round;
+    plan.migrate = migrate;
+    if (templates) {
+      plan.count = options_.per_island;
+      KF_RETURN_IF_ERROR(EnqueuePlan(job, kernel_job, candidates, plan));
+    }
+    if (llm_round) {
+      plan.llm = true;
+      plan.count = options_.llm_per_island;
+      KF_RETURN_IF_ERROR(EnqueuePlan(job, kernel_job, candidates, plan));
+    }
+  }
+  json round_event = {{"kernel", kernel_job.name},
+                      {"kernel_job", kernel_job_id},
+                      {"round", round},
+                      {"candidates", candidates.size()},
+                      {"best_speedup", best},
+                      {"migrate", migrate},
+                      {"agent", llm_round ? (templates ? "hybrid" : "llm") : "template"}};
+  if (agent.agent != SearchAgent::kTemplate) round_event["llm_cost_usd"] = llm_cost;
+  return Event(job.id, "kernel.round", round_event.dump());
+}
+
+Status Conductor::EnqueuePlan(const JobRow& job, const KernelJobRow& kernel_job,
+                              const std::vector<CandidateRow>& candidates, const PlanTask& plan) {
+  capnp::MallocMessageBuilder builder;
+  msg::PlanRequest::Builder request = builder.initRoot<msg::PlanRequest>();
+  request.setSpecOnnx(DataOf(kernel_job.spec));
+  request.setIsland(static_cast<uint32_t>(plan.island));
+  request.setRound(static_cast<uint32_t>(plan.round));
+  request.setCount(static_cast<uint32_t>(plan.count));
+  request.setSeed(options_.seed * 1'000'003 + static_cast<uint64_t>(kernel_job.id));
+  request.setMigrate(plan.migrate);
+  request.setBackend(std::string(storage::Name(job.target)));
+  auto history = request.initHistory(static_cast<unsigned>(candidates.size()));
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const CandidateRow& c = candidates[i];
+    msg::CandidateOutcome::Builder out = history[static_cast<unsigned>(i)];
+    out.setId(static_cast<uint64_t>(c.id));
+    out.setIsland(static_cast<uint32_t>(c.island));
+    out.setTemplate(c.template_name);
+    const agents::Params params = ParamsFromJson(c.params_json);
+    SetParams(out.initParams(static_cast<unsigned>(params.size())), params);
+    const char* state = c.state == CandidateState::kProfiled ? "profiled"
+                        : c.state == CandidateState::kPassed ? "passed"
+                        : c.state == CandidateState::kFailed ? "failed"
+                                                             : "pending";
+    out.setState(state);
+    out.setFailedStage(c.failed_stage);
+    out.setSpeedup(c.speedup.value_or(0));
+    out.setAgent(c.agent);
+    out.setPlan(c.plan);
+    out.setMedianUs(c.median_us.value_or(0));
+    out.setFailure(OneLine(c.error, 400));
+  }
+  if (plan.llm) {
+    const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+    request.setAgent("llm");
+    request.setLlm(agent.llm_json);
+    FillBrief(job, kernel_job, request.initBrief());
+    request.setAdvice(plan.advice);
+    request.setRedesignOf(static_cast<uint64_t>(plan.redesign_of));
+    request.setIslands(static_cast<uint32_t>(options_.islands));
+  }
+  const int64_t timeout_ms =
+      plan.llm ? LlmTaskTimeoutMs(JobAgentOf(ParseObject(job.options_json)).llm_json, plan.count,
+                                  kPlanTimeoutMs)
+               : kPlanTimeoutMs;
+  return Enqueue(job, TaskKind::kPlan, kernel_job.id, std::nullopt, msg::EncodePayload(builder),
+                 kPlanBonus, timeout_ms);
+}
+
+Status Conductor::EnqueueLlmCode(const JobRow& job, const KernelJobRow& kernel_job,
+                                 int64_t candidate_id, const std::string& sketch,
+                                 const std::string& previous_source, const std::string& feedback) {
+  const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+  KF_ASSIGN_OR_RETURN(std::vector<std::string> examples,
+                      RetrieveExamples(store_, kernel_job, job.target,
+                                       static_cast<size_t>(std::max(options_.llm_examples, 0))));
+  capnp::MallocMessageBuilder builder;
+  msg::CodeRequest::Builder code = builder.initRoot<msg::CodeRequest>();
+  code.setSpecOnnx(DataOf(kernel_job.spec));
+  code.setTemplate("llm");
+  code.initParams(0);
+  code.setBackend(std::string(storage::Name(job.target)));
+  code.setAgent("llm");
+  code.setLlm(agent.llm_json);
+  FillBrief(job, kernel_job, code.initBrief());
+  code.setSketch(sketch);
+  auto list = code.initExamples(static_cast<unsigned>(examples.size()));
+  for (size_t i = 0; i < examples.size(); ++i) list.set(static_cast<unsigned>(i), examples[i]);
+  code.setPreviousSource(previous_source);
+  code.setFeedback(feedback);
+  return Enqueue(job, TaskKind::kCode, kernel_job.id, candidate_id, msg::EncodePayload(builder),
+                 kCodeBonus, LlmTaskTimeoutMs(agent.llm_json, 1, kCodeTimeoutMs));
 }
 
 Status Conductor::OnPlanned(const TaskRow& task) {
@@ -617,11 +751,14 @@ Status Conductor::OnPlanned(const TaskRow& task) {
   KF_ASSIGN_OR_RETURN(auto request, msg::DecodePayload<msg::PlanRequest>(task.payload));
   const int64_t island = request.root().getIsland();
   const int64_t round = request.root().getRound();
+  const bool llm = Text(request.root().getAgent()) == "llm";
   if (task.state != TaskState::kDone) {
-    return Event(
-        task.job_id, "plan.failed",
-        json{{"kernel", kernel_job.name}, {"island", island}, {"error", OneLine(task.error)}}
-            .dump());
+    return Event(task.job_id, "plan.failed",
+                 json{{"kernel", kernel_job.name},
+                      {"island", island},
+                      {"agent", llm ? "llm" : "template"},
+                      {"error", OneLine(task.error)}}
+                     .dump());
   }
   KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::PlanReply>(task.result));
   KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> existing,
@@ -631,26 +768,34 @@ Status Conductor::OnPlanned(const TaskRow& task) {
     keys.insert(agents::CandidateKey(c.template_name, ParamsFromJson(c.params_json)));
   }
   KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(task.job_id));
+  const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+  std::vector<int64_t> created;
   for (msg::Proposal::Reader proposal : reply.root().getProposals()) {
     const std::string template_name = Text(proposal.getTemplate());
     const json params = ParamsJson(proposal.getParams());
     agents::Params as_map;
     for (const auto& [name, value] : params.items()) as_map[name] = value.get<std::string>();
-    // Islands plan in parallel: the same point from two of them is evaluated once.
-    if (!keys.insert(agents::CandidateKey(template_name, as_map)).second) continue;
+    // Islands plan in parallel: the same point from two of them is evaluated once. Sketches
+    // differ in words, so the LLM's candidates are told apart by their sources instead.
+    if (!llm && !keys.insert(agents::CandidateKey(template_name, as_map)).second) continue;
     json parents = json::array();
     for (uint64_t parent : proposal.getParents()) parents.push_back(parent);
     storage::NewCandidate candidate;
     candidate.kernel_job_id = kernel_job.id;
     candidate.island = island;
     candidate.parents_json = parents.dump();
-    candidate.agent = "template";
+    candidate.agent = llm ? LlmCandidateAgent(agent) : "template";
     candidate.plan = Text(proposal.getNote());
     candidate.params_json = params.dump();
     candidate.round = round;
-    candidate.template_name = template_name;
+    candidate.template_name = llm ? "llm" : template_name;
     KF_ASSIGN_OR_RETURN(int64_t candidate_id, store_.candidates().Create(candidate));
+    created.push_back(candidate_id);
 
+    if (llm) {
+      KF_RETURN_IF_ERROR(EnqueueLlmCode(job, kernel_job, candidate_id, candidate.plan, "", ""));
+      continue;
+    }
     capnp::MallocMessageBuilder builder;
     msg::CodeRequest::Builder code = builder.initRoot<msg::CodeRequest>();
     code.setSpecOnnx(DataOf(kernel_job.spec));
@@ -660,7 +805,26 @@ Status Conductor::OnPlanned(const TaskRow& task) {
     KF_RETURN_IF_ERROR(Enqueue(job, TaskKind::kCode, kernel_job.id, candidate_id,
                                msg::EncodePayload(builder), kCodeBonus, kCodeTimeoutMs));
   }
-  return Status::Ok();
+  if (!llm) return Status::Ok();
+  // The Designer's calls belong to the candidate they made, when there is one.
+  const auto calls = reply.root().getLlmCalls();
+  KF_RETURN_IF_ERROR(RecordLlmCalls(
+      store_, job.id, kernel_job.id,
+      created.size() == 1 ? std::optional<int64_t>(created[0]) : std::nullopt, calls));
+  if (!created.empty()) return Status::Ok();
+  std::string why = "the Designer proposed nothing";
+  for (msg::LlmCallRecord::Reader call : calls) {
+    if (!call.getOk() || Text(call.getOutcome()) == "empty") {
+      why = Text(call.getError()).empty() ? "the Designer answered with nothing"
+                                          : Text(call.getError());
+    }
+  }
+  return Event(job.id, "plan.failed",
+               json{{"kernel", kernel_job.name},
+                    {"island", island},
+                    {"agent", "llm"},
+                    {"error", OneLine(why)}}
+                   .dump());
 }
 
 Status Conductor::CandidateFailed(int64_t candidate_id, std::string_view stage,
@@ -669,22 +833,104 @@ Status Conductor::CandidateFailed(int64_t candidate_id, std::string_view stage,
       store_.candidates().RecordFailure(candidate_id, stage, error, report).status());
   KF_ASSIGN_OR_RETURN(CandidateRow candidate, store_.candidates().Get(candidate_id));
   KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(candidate.kernel_job_id));
-  return Event(kernel_job.job_id, "candidate.failed",
-               json{{"kernel", kernel_job.name},
-                    {"candidate", candidate_id},
-                    {"template", candidate.template_name},
-                    {"stage", stage},
-                    {"error", OneLine(std::string(error), 200)}}
-                   .dump());
+  KF_RETURN_IF_ERROR(Event(kernel_job.job_id, "candidate.failed",
+                           json{{"kernel", kernel_job.name},
+                                {"candidate", candidate_id},
+                                {"template", candidate.template_name},
+                                {"agent", candidate.agent},
+                                {"stage", stage},
+                                {"error", OneLine(std::string(error), 200)}}
+                               .dump()));
+  if (!IsLlmCandidate(candidate)) return Status::Ok();
+  return RouteLlmFailure(candidate, stage, error, report);
+}
+
+Status Conductor::RouteLlmFailure(const CandidateRow& failed, std::string_view stage,
+                                  std::string_view reason, std::string_view report) {
+  // Failures of the task itself (a worker error, no answer from the endpoint) and duplicates are
+  // not the kernel's: nothing to fix, the next round tries again.
+  if (stage == "code" || stage == "test" || stage == "llm" || stage == "duplicate") {
+    return Status::Ok();
+  }
+  KF_ASSIGN_OR_RETURN(KernelJobRow kernel_job, store_.kernel_jobs().Get(failed.kernel_job_id));
+  KF_ASSIGN_OR_RETURN(JobRow job, store_.jobs().Get(kernel_job.job_id));
+  if (job.finished_us.has_value() || kernel_job.state != KernelJobState::kSearching) {
+    return Status::Ok();
+  }
+  const json summary = ParseObject(job.summary_json);
+  if (clock_.NowUs() - summary.value("search_started_us", int64_t{0}) >= job.budget_ms * 1000) {
+    return Status::Ok();
+  }
+  const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+  if (agent.budget_usd > 0) {
+    KF_ASSIGN_OR_RETURN(storage::LlmSpend spend, store_.llm_calls().SpendByJob(job.id));
+    if (spend.cost_usd >= agent.budget_usd) return Status::Ok();
+  }
+  KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> candidates,
+                      store_.candidates().ListByKernelJob(kernel_job.id));
+  const int attempts = LineageAttempts(candidates, failed);
+  const json evaluation = ParseObject(std::string(report));
+  const std::string log = evaluation.value("compile", json::object()).value("log", std::string());
+  const agents::ConductorVerdict verdict = agents::RouteFailure(stage, reason, log);
+  const bool coder = verdict.route == agents::FailureRoute::kCoder;
+  json routed = {
+      {"kernel", kernel_job.name},    {"candidate", failed.id}, {"stage", stage},
+      {"category", verdict.category}, {"attempt", attempts},    {"advice", verdict.advice}};
+  if (attempts >= options_.llm_max_attempts) {
+    routed["route"] = "none";
+    routed["note"] = fmt::format("{} attempts, the most per lineage", attempts);
+    return Event(job.id, "candidate.routed", routed.dump());
+  }
+  routed["route"] = coder ? "coder" : "designer";
+  KF_RETURN_IF_ERROR(Event(job.id, "candidate.routed", routed.dump()));
+  const std::string evidence = OneLine(verdict.excerpt, 4000);
+  if (!coder) {
+    PlanTask plan;
+    plan.island = static_cast<int>(failed.island);
+    plan.round = failed.round;
+    plan.llm = true;
+    plan.count = 1;
+    plan.advice = verdict.advice + (evidence.empty() ? "" : " Evidence: " + evidence);
+    plan.redesign_of = failed.id;
+    return EnqueuePlan(job, kernel_job, candidates, plan);
+  }
+  storage::NewCandidate retry;
+  retry.kernel_job_id = kernel_job.id;
+  retry.island = failed.island;
+  retry.parents_json = json::array({failed.id}).dump();
+  retry.agent = failed.agent;
+  retry.plan = failed.plan;
+  retry.round = failed.round;
+  retry.template_name = failed.template_name;
+  KF_ASSIGN_OR_RETURN(int64_t retry_id, store_.candidates().Create(retry));
+  std::string previous;
+  if (failed.source_hash.has_value()) {
+    KF_ASSIGN_OR_RETURN(previous, store_.blobs().Get(*failed.source_hash));
+  }
+  // The excerpt keeps its lines: compiler errors read badly on one line.
+  const std::string feedback =
+      verdict.advice + (verdict.excerpt.empty() ? "" : "\n" + verdict.excerpt);
+  return EnqueueLlmCode(job, kernel_job, retry_id, failed.plan, previous, feedback);
 }
 
 Status Conductor::OnCoded(const TaskRow& task) {
   const int64_t candidate_id = *task.candidate_id;
   if (task.state != TaskState::kDone) return CandidateFailed(candidate_id, "code", task.error);
   KF_ASSIGN_OR_RETURN(auto reply, msg::DecodePayload<msg::CodeReply>(task.result));
-  const std::string source = Text(reply.root().getSource());
-  KF_ASSIGN_OR_RETURN(std::string hash, store_.blobs().Put(source));
   KF_ASSIGN_OR_RETURN(CandidateRow candidate, store_.candidates().Get(candidate_id));
+  KF_RETURN_IF_ERROR(RecordLlmCalls(store_, task.job_id, candidate.kernel_job_id, candidate_id,
+                                    reply.root().getLlmCalls()));
+  const std::string source = Text(reply.root().getSource());
+  const std::string failed_stage = Text(reply.root().getFailedStage());
+  if (!failed_stage.empty()) {
+    // Kept so that the Coder's next attempt sees what it wrote.
+    if (!source.empty()) {
+      KF_ASSIGN_OR_RETURN(std::string hash, store_.blobs().Put(source));
+      KF_RETURN_IF_ERROR(store_.candidates().SetSource(candidate_id, hash).status());
+    }
+    return CandidateFailed(candidate_id, failed_stage, Text(reply.root().getFailure()));
+  }
+  KF_ASSIGN_OR_RETURN(std::string hash, store_.blobs().Put(source));
   KF_ASSIGN_OR_RETURN(std::vector<CandidateRow> siblings,
                       store_.candidates().ListByKernelJob(candidate.kernel_job_id));
   for (const CandidateRow& other : siblings) {
@@ -694,7 +940,8 @@ Status Conductor::OnCoded(const TaskRow& task) {
     }
   }
   const std::string explanation = Text(reply.root().getExplanation());
-  if (!explanation.empty()) {
+  // An LLM candidate's plan is its sketch already.
+  if (!explanation.empty() && !IsLlmCandidate(candidate)) {
     KF_RETURN_IF_ERROR(store_.candidates()
                            .SetPlan(candidate_id, explanation + " [" + candidate.plan + "]")
                            .status());
@@ -905,6 +1152,16 @@ Result<JobReport> Conductor::BuildReport(int64_t job_id) {
   report.swapped_model_ms = summary.value("swapped_ms", 0.0);
   report.verify_note = summary.value("verify_note", std::string());
   const json verdicts = summary.value("verdicts", json::object());
+  const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+  report.agent = std::string(SearchAgentName(agent.agent));
+  report.llm_model = agent.model;
+  report.llm_budget_usd = agent.budget_usd;
+  KF_ASSIGN_OR_RETURN(storage::LlmSpend spend, store_.llm_calls().SpendByJob(job_id));
+  report.llm_calls = spend.calls;
+  report.llm_failed_calls = spend.failed_calls;
+  report.llm_prompt_tokens = spend.prompt_tokens;
+  report.llm_completion_tokens = spend.completion_tokens;
+  report.llm_cost_usd = spend.cost_usd;
 
   KF_ASSIGN_OR_RETURN(std::vector<KernelJobRow> kernels, store_.kernel_jobs().ListByJob(job_id));
   for (const KernelJobRow& k : kernels) {
@@ -941,6 +1198,7 @@ Result<JobReport> Conductor::BuildReport(int64_t job_id) {
     if (k.best_candidate_id.has_value()) {
       KF_ASSIGN_OR_RETURN(CandidateRow best, store_.candidates().Get(*k.best_candidate_id));
       out.template_name = best.template_name;
+      out.agent = best.agent;
       out.best_us = best.median_us.value_or(0);
       out.speedup = best.speedup.value_or(0);
       out.explanation = best.plan;
@@ -984,6 +1242,7 @@ Result<std::vector<ExportedFile>> Conductor::Export(int64_t job_id) {
                        {"source", r.source_path},
                        {"symbol", KernelSymbol(k.id)},
                        {"template", best.template_name},
+                       {"agent", best.agent},
                        {"params", ParseObject(best.params_json)},
                        {"speedup", best.speedup.value_or(0)},
                        {"median_us", best.median_us.value_or(0)},

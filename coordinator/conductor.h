@@ -40,6 +40,10 @@ struct ConductorOptions {
   uint64_t seed = 1;
   int64_t max_attempts = 2;
   int64_t timer_interval_ms = 1000;
+  // The LLM agent (llm_search.h).
+  int llm_per_island = 1;    // Designer sketches per island per round
+  int llm_max_attempts = 4;  // candidates per failed lineage: the first and three fixes
+  int llm_examples = 2;      // working kernels shown to the Coder
 };
 
 struct ModelSubmission {
@@ -51,6 +55,9 @@ struct ModelSubmission {
   int64_t budget_ms = 0;  // 0: default
   int64_t top = 0;        // 0: default
   double priority = 0;
+  std::string agent;      // "template" (or empty), "llm", "hybrid"
+  std::string llm_json;   // agents::LlmConfig as JSON; required for llm and hybrid
+  double budget_usd = 0;  // the most the LLM may cost; 0: no limit
 };
 
 // One file of an export.
@@ -97,6 +104,23 @@ class Conductor final : public TaskEndObserver {
   Status FinishJob(int64_t job_id);
   Status CandidateFailed(int64_t candidate_id, std::string_view stage, std::string_view error,
                          std::string_view report = {});
+  struct PlanTask {
+    int island = 0;
+    int64_t round = 0;
+    bool migrate = false;
+    bool llm = false;
+    int count = 0;
+    std::string advice;       // llm: the Conductor's, for a redesign
+    int64_t redesign_of = 0;  // llm: the failed candidate
+  };
+  Status EnqueuePlan(const storage::JobRow& job, const storage::KernelJobRow& kernel_job,
+                     const std::vector<storage::CandidateRow>& candidates, const PlanTask& plan);
+  Status EnqueueLlmCode(const storage::JobRow& job, const storage::KernelJobRow& kernel_job,
+                        int64_t candidate_id, const std::string& sketch,
+                        const std::string& previous_source, const std::string& feedback);
+  // The Conductor role: a failed LLM candidate goes back to the Coder or the Designer.
+  Status RouteLlmFailure(const storage::CandidateRow& failed, std::string_view stage,
+                         std::string_view reason, std::string_view report);
   Status Enqueue(const storage::JobRow& job, storage::TaskKind kind,
                  std::optional<int64_t> kernel_job_id, std::optional<int64_t> candidate_id,
                  std::string payload, double priority_bonus, int64_t timeout_ms,

@@ -135,6 +135,15 @@ void AppendSummary(const JobReport& r, std::string* out) {
   line("Search time", time);
   line("Baseline model time",
        Positive(r.baseline_model_ms) ? FormatTime(r.baseline_model_ms, "ms") : "not measured");
+  if (r.agent != "template" && !r.agent.empty()) {
+    line("Agent", fmt::format("{} (model {})", MdText(r.agent), MdCode(r.llm_model)));
+    std::string usage =
+        fmt::format("{} requests ({} without an answer), {} prompt + {} completion tokens, ${:.4f}",
+                    r.llm_calls, r.llm_failed_calls, r.llm_prompt_tokens, r.llm_completion_tokens,
+                    r.llm_cost_usd);
+    if (Positive(r.llm_budget_usd)) usage += fmt::format(" of a ${:.2f} budget", r.llm_budget_usd);
+    line("LLM use", usage);
+  }
 
   const int64_t winners = std::count_if(r.kernels.begin(), r.kernels.end(), HasWinner);
   const int64_t verified = std::count_if(r.kernels.begin(), r.kernels.end(),
@@ -194,7 +203,13 @@ void AppendWinner(const ReportKernel& k, std::string* out) {
     fmt::format_to(std::back_inserter(*out), "- **{}:** {}\n", label, value);
   };
   fmt::format_to(std::back_inserter(*out), "### {}. {}\n\n", k.rank, MdCode(k.name));
-  line("Template", fmt::format("{} (family {})", MdCode(k.template_name), MdCode(k.family)));
+  const bool by_llm = k.agent.starts_with("llm:");
+  if (by_llm) {
+    line("Written by",
+         fmt::format("the LLM agent, {} (family {})", MdCode(k.agent.substr(4)), MdCode(k.family)));
+  } else {
+    line("Template", fmt::format("{} (family {})", MdCode(k.template_name), MdCode(k.family)));
+  }
   std::string time = fmt::format("{} → {} per occurrence, **{}**", FormatTime(k.baseline_us, "µs"),
                                  FormatTime(k.best_us, "µs"), FormatSpeedup(k.speedup));
   if (Positive(k.sol_us)) {
@@ -206,6 +221,21 @@ void AppendWinner(const ReportKernel& k, std::string* out) {
   line("End-to-end check", VerifyStatus(k));
   if (!k.note.empty()) line("Stopped", MdText(k.note));
   *out += '\n';
+  if (by_llm) {
+    // The Designer's sketch, quoted: it is the model's text, not ours.
+    if (!k.explanation.empty()) {
+      *out += "The Designer's sketch:\n\n";
+      size_t pos = 0;
+      while (pos < k.explanation.size()) {
+        size_t end = k.explanation.find('\n', pos);
+        if (end == std::string::npos) end = k.explanation.size();
+        *out += "> " + MdText(k.explanation.substr(pos, end - pos)) + "\n";
+        pos = end + 1;
+      }
+      *out += '\n';
+    }
+    return;
+  }
   if (k.params.empty()) {
     *out += "No parameters.\n\n";
   } else {

@@ -22,6 +22,7 @@ struct ReportKernel {
   std::string name;           // "gemm+gelu_tanh 128x768x3072 f32"
   std::string family;         // planner family ("gemm+gelu_tanh")
   std::string template_name;  // winning template ("gemm_blas"); empty when none won
+  std::string agent;          // who wrote the winner: "template", "llm:<model>"
   int64_t count = 1;          // occurrences in the model
   double share = 0;           // of the baseline model time, 0..1
   double baseline_us = 0;     // one occurrence
@@ -55,7 +56,15 @@ struct JobReport {
   double projected_speedup = 1;  // Amdahl with each kernel's profiled speedup
   double measured_speedup = 0;   // end-to-end check; 0 when it has not run
   double swapped_model_ms = 0;
-  std::string verify_note;            // "outputs match (max error 2.1e-5)", or why the check failed
+  std::string verify_note;         // "outputs match (max error 2.1e-5)", or why the check failed
+  std::string agent = "template";  // "template", "llm", "hybrid"
+  std::string llm_model;           // the LLM agent's model
+  int64_t llm_calls = 0;
+  int64_t llm_failed_calls = 0;
+  int64_t llm_prompt_tokens = 0;
+  int64_t llm_completion_tokens = 0;
+  double llm_cost_usd = 0;
+  double llm_budget_usd = 0;          // 0: no limit
   std::vector<ReportKernel> kernels;  // by rank
 };
 

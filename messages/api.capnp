@@ -40,6 +40,9 @@ struct SubmitRequest {
   }
   top @7 :UInt32;         # model jobs: kernel jobs to search, best expected saving first; 0 = 5
   dtype @8 :Text;         # model jobs: run it in fp32, fp16 or bf16; empty = as exported
+  agent @9 :Text;         # model jobs: "template" (default), "llm" or "hybrid"
+  llm @10 :Text;          # agents::LlmConfig as JSON (llm_config.h), for llm / hybrid
+  budgetUsd @11 :Float64; # model jobs: the most the LLM may cost; 0 = no limit
 }
 
 struct SubmitReply {
@@ -66,6 +69,19 @@ struct JobSummary {
   updatedUs @7 :Int64;  # microseconds since the Unix epoch
   error @8 :Text;       # why the job failed, when it did
   phase @9 :Text;       # model jobs: "profiling", "searching", "verifying", "finished"
+  agent @10 :Text;      # model jobs: "template", "llm", "hybrid"
+  llm @11 :LlmUsage;    # what the LLM agent spent so far
+}
+
+# The language model's use by one job, from llm_calls.
+struct LlmUsage {
+  model @0 :Text;             # empty for the template agent
+  calls @1 :UInt32;
+  failedCalls @2 :UInt32;     # no answer came back
+  promptTokens @3 :UInt64;
+  completionTokens @4 :UInt64;
+  costUsd @5 :Float64;
+  budgetUsd @6 :Float64;      # 0 = no limit
 }
 
 struct StatusRequest {}

@@ -136,6 +136,31 @@ struct CandidateOutcome {
   state @4 :Text;             # "pending", "failed", "passed", "profiled"
   failedStage @5 :Text;       # when failed: "compile", "smoke", "shape_sweep", ... or "duplicate"
   speedup @6 :Float64;        # when profiled: baseline / candidate
+  agent @7 :Text;             # "template" or "llm:<model>"
+  plan @8 :Text;              # its sketch (llm) or how it was made (template)
+  medianUs @9 :Float64;       # when profiled
+  failure @10 :Text;          # when failed: the one-line reason
+}
+
+# What the LLM agent's prompts say about a kernel job besides its spec.
+struct LlmBrief {
+  kernelName @0 :Text;        # "gemm+gelu_tanh 128x768x3072 f32"
+  baselineUs @1 :Float64;     # one occurrence, as the model runs it today
+  solUs @2 :Float64;          # speed-of-light floor on the target
+  target @3 :Text;            # the device in words, as the model profile measured it
+}
+
+# One request to a language model, reported with the task's output and stored in llm_calls.
+struct LlmCallRecord {
+  role @0 :Text;              # "designer", "coder"
+  model @1 :Text;
+  promptTokens @2 :Int64;
+  completionTokens @3 :Int64;
+  costUsd @4 :Float64;
+  latencyMs @5 :Int64;
+  ok @6 :Bool;                # an answer came back
+  outcome @7 :Text;           # "ok", "replayed", "truncated", "no_code", "unavailable", ...
+  error @8 :Text;
 }
 
 # Input of a `plan` task: propose `count` new parameter points for one island.
@@ -149,6 +174,13 @@ struct PlanRequest {
   history @6 :List(CandidateOutcome);   # every candidate of the kernel job so far
   templates @7 :List(Text);   # only these template families; empty = every one that fits
   backend @8 :Text;          # "cpu" or "cuda": which template families; empty = cpu
+  # The LLM agent (agent = "llm"): `count` sketches from the Designer instead of template points.
+  agent @9 :Text;            # "template" (or empty) or "llm"
+  llm @10 :Text;             # agents::LlmConfig as JSON (llm_config.h); never the key itself
+  brief @11 :LlmBrief;
+  advice @12 :Text;          # the Conductor's, when this redesigns a failed candidate
+  redesignOf @13 :UInt64;    # that candidate (in history); 0 = none
+  islands @14 :UInt32;       # islands of the search, for the Designer's prompt
 }
 
 # One proposed candidate.
@@ -161,6 +193,7 @@ struct Proposal {
 
 struct PlanReply {
   proposals @0 :List(Proposal);   # fewer than asked when the space is exhausted
+  llmCalls @1 :List(LlmCallRecord);
 }
 
 # Input of a `code` task: render one proposal into a source file under the kernel ABI.
@@ -169,11 +202,23 @@ struct CodeRequest {
   template @1 :Text;
   params @2 :List(Param);
   backend @3 :Text;          # "cpu" or "cuda"; empty = cpu
+  # The LLM agent (agent = "llm"): the Coder writes the file from the sketch.
+  agent @4 :Text;            # "template" (or empty) or "llm"
+  llm @5 :Text;              # agents::LlmConfig as JSON
+  brief @6 :LlmBrief;
+  sketch @7 :Text;           # the Designer's plan
+  examples @8 :List(Text);   # 1-3 working kernels of the same family, best first
+  previousSource @9 :Text;   # a retry: the file that failed
+  feedback @10 :Text;        # a retry: the Conductor's advice and the evidence
 }
 
 struct CodeReply {
   source @0 :Text;
   explanation @1 :Text;   # the strategy in a line or two
+  # The LLM agent: an answer without usable code is a reply, not a failed task.
+  failedStage @2 :Text;   # "" (usable), "llm" (no answer), "extract" (no code), "static_check"
+  failure @3 :Text;       # why, for the Conductor
+  llmCalls @4 :List(LlmCallRecord);
 }
 
 # Input of a `test` task (correctness stages) and of a candidate `profile` (smoke + timing).

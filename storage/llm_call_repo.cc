@@ -52,7 +52,7 @@ Result<std::vector<LlmCallRow>> LlmCallRepo::ListByJob(int64_t job_id) {
 Result<LlmSpend> LlmCallRepo::SpendByJob(int64_t job_id) {
   KF_ASSIGN_OR_RETURN(Statement stmt, db_.Prepare(R"sql(
     SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-           total(cost_usd)
+           total(cost_usd), coalesce(sum(ok = 0), 0)
     FROM llm_calls WHERE job_id = ?1
   )sql"));
   KF_RETURN_IF_ERROR(stmt.BindAll(job_id));
@@ -63,6 +63,7 @@ Result<LlmSpend> LlmCallRepo::SpendByJob(int64_t job_id) {
   spend.prompt_tokens = stmt.ColumnInt64(1);
   spend.completion_tokens = stmt.ColumnInt64(2);
   spend.cost_usd = stmt.ColumnDouble(3);
+  spend.failed_calls = stmt.ColumnInt64(4);
   return spend;
 }
 

@@ -38,6 +38,7 @@ struct LlmSpend {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   double cost_usd = 0;
+  int64_t failed_calls = 0;  // no answer came back
 };
 
 class LlmCallRepo {

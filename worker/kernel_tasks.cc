@@ -11,6 +11,8 @@
 #include <limits>
 #include <vector>
 
+#include "agents/llm_agent.h"
+#include "agents/llm_config.h"
 #include "agents/search.h"
 #include "common/files.h"
 #include "eval/device.h"
@@ -104,6 +106,191 @@ Result<agents::TriedCandidate> ToTriedCandidate(msg::CandidateOutcome::Reader ou
   return tried;
 }
 
+// ---- The LLM agent's plan and code tasks -------------------------------------------------------
+
+bool IsLlmAgent(capnp::Text::Reader agent) { return TextView(agent) == "llm"; }
+
+Result<std::unique_ptr<agents::LlmClient>> MakeLlmClient(capnp::Text::Reader settings) {
+  if (settings.size() == 0) {
+    return InvalidArgument("the request asks for the LLM agent but carries no LLM settings");
+  }
+  KF_ASSIGN_OR_RETURN(agents::LlmConfig config, agents::LlmConfigFromJson(TextView(settings)));
+  agents::LlmClientOptions options;
+  options.record_dir = config.record_dir;
+  options.replay = config.replay;
+  return std::make_unique<agents::LlmClient>(std::move(config), std::move(options));
+}
+
+agents::SpecBrief BriefOf(const planner::Graph& graph, const agents::SpecView& spec,
+                          msg::LlmBrief::Reader brief, const std::string& backend) {
+  agents::SpecBrief out;
+  out.name = TextString(brief.getKernelName());
+  out.family = spec.family;
+  out.backend = backend;
+  out.graph = agents::DescribeSpecGraph(graph);
+  out.baseline_us = brief.getBaselineUs();
+  out.sol_us = brief.getSolUs();
+  out.target = TextString(brief.getTarget());
+  return out;
+}
+
+Result<std::string> KnowledgeText(const std::string& backend, const agents::SpecView& spec) {
+  KF_ASSIGN_OR_RETURN(const std::vector<agents::KnowledgeSection> sections,
+                      agents::KnowledgeFor(backend));
+  return agents::TrimKnowledge(sections, agents::FamilyClass(spec.family),
+                               agents::kMaxKnowledgeChars);
+}
+
+void WriteCalls(const std::vector<agents::LlmCallNote>& calls,
+                capnp::List<msg::LlmCallRecord>::Builder out) {
+  for (size_t i = 0; i < calls.size() && i < out.size(); ++i) {
+    const agents::LlmCallNote& from = calls[i];
+    msg::LlmCallRecord::Builder to = out[static_cast<capnp::uint>(i)];
+    to.setRole(from.role);
+    to.setModel(from.model);
+    to.setPromptTokens(from.prompt_tokens);
+    to.setCompletionTokens(from.completion_tokens);
+    to.setCostUsd(from.cost);
+    to.setLatencyMs(from.latency_ms);
+    to.setOk(from.ok);
+    to.setOutcome(from.outcome);
+    to.setError(from.error);
+  }
+}
+
+// What the Designer hears about a candidate tried before.
+agents::ParentBrief ParentOf(msg::CandidateOutcome::Reader outcome) {
+  agents::ParentBrief parent;
+  const std::string agent = TextString(outcome.getAgent());
+  const std::string name = TextString(outcome.getTemplate());
+  parent.agent = agent.empty() || agent == "template" ? "template " + name : agent;
+  parent.plan = TextString(outcome.getPlan());
+  if (parent.plan.empty() || parent.agent.starts_with("template")) {
+    std::vector<std::string> params;
+    for (const msg::Param::Reader p : outcome.getParams()) {
+      params.push_back(TextString(p.getName()) + "=" + TextString(p.getValue()));
+    }
+    parent.plan =
+        fmt::format("{} with {}", name,
+                    params.empty() ? "defaults" : fmt::format("{}", fmt::join(params, ", ")));
+  }
+  if (parent.plan.size() > 800) parent.plan = parent.plan.substr(0, 800) + " [...]";
+  parent.median_us = outcome.getMedianUs();
+  parent.speedup = outcome.getSpeedup();
+  if (TextView(outcome.getState()) == "failed") {
+    parent.failure = fmt::format("failed at {}: {}", TextView(outcome.getFailedStage()),
+                                 TextView(outcome.getFailure()));
+  }
+  return parent;
+}
+
+// The Designer's parents: the best profiled candidates of the island (of every island when the
+// round migrates), and the candidate being redesigned with its failure.
+constexpr size_t kDesignerParents = 3;
+constexpr size_t kDesignerFailures = 2;
+
+Result<std::string> RunLlmPlan(msg::PlanRequest::Reader request, const planner::Graph& graph,
+                               const agents::SpecView& spec) {
+  KF_ASSIGN_OR_RETURN(const std::string backend, BackendOf(request.getBackend()));
+  KF_ASSIGN_OR_RETURN(std::unique_ptr<agents::LlmClient> client, MakeLlmClient(request.getLlm()));
+  agents::DesignerInput input;
+  input.spec = BriefOf(graph, spec, request.getBrief(), backend);
+  KF_ASSIGN_OR_RETURN(input.knowledge, KnowledgeText(backend, spec));
+  input.advice = TextString(request.getAdvice());
+  input.island = static_cast<int>(request.getIsland());
+  input.islands = static_cast<int>(std::max<uint32_t>(request.getIslands(), 1));
+
+  std::vector<msg::CandidateOutcome::Reader> profiled;
+  std::vector<uint64_t> parent_ids;
+  for (const msg::CandidateOutcome::Reader outcome : request.getHistory()) {
+    if (outcome.getId() == request.getRedesignOf() && request.getRedesignOf() != 0) continue;
+    if (TextView(outcome.getState()) != "profiled") continue;
+    if (!request.getMigrate() && outcome.getIsland() != request.getIsland()) continue;
+    profiled.push_back(outcome);
+  }
+  std::stable_sort(profiled.begin(), profiled.end(),
+                   [](const auto& a, const auto& b) { return a.getSpeedup() > b.getSpeedup(); });
+  for (size_t i = 0; i < profiled.size() && i < kDesignerParents; ++i) {
+    input.parents.push_back(ParentOf(profiled[i]));
+    parent_ids.push_back(profiled[i].getId());
+  }
+  // The island's latest failures too, so the next sketch avoids them (duplicates and calls
+  // that got no answer say nothing about the design).
+  std::vector<msg::CandidateOutcome::Reader> failed;
+  for (const msg::CandidateOutcome::Reader outcome : request.getHistory()) {
+    const std::string_view stage = TextView(outcome.getFailedStage());
+    if (TextView(outcome.getState()) != "failed" || stage == "duplicate" || stage == "llm" ||
+        outcome.getIsland() != request.getIsland() || outcome.getId() == request.getRedesignOf()) {
+      continue;
+    }
+    failed.push_back(outcome);
+  }
+  for (size_t i = 0; i < failed.size() && i < kDesignerFailures; ++i) {
+    input.parents.push_back(ParentOf(failed[failed.size() - 1 - i]));
+  }
+  if (request.getRedesignOf() != 0) {
+    for (const msg::CandidateOutcome::Reader outcome : request.getHistory()) {
+      if (outcome.getId() != request.getRedesignOf()) continue;
+      input.parents.push_back(ParentOf(outcome));
+      parent_ids.insert(parent_ids.begin(), outcome.getId());
+    }
+  }
+
+  std::vector<std::string> sketches;
+  std::vector<agents::LlmCallNote> calls;
+  for (uint32_t i = 0; i < request.getCount(); ++i) {
+    agents::DesignResult design = agents::Design(*client, input);
+    calls.push_back(design.call);
+    if (design.sketch.empty()) break;  // the next request would fail the same way
+    if (std::find(sketches.begin(), sketches.end(), design.sketch) == sketches.end()) {
+      sketches.push_back(std::move(design.sketch));
+    }
+  }
+
+  capnp::MallocMessageBuilder builder;
+  msg::PlanReply::Builder reply = builder.initRoot<msg::PlanReply>();
+  auto out = reply.initProposals(static_cast<capnp::uint>(sketches.size()));
+  for (size_t i = 0; i < sketches.size(); ++i) {
+    msg::Proposal::Builder to = out[static_cast<capnp::uint>(i)];
+    to.setTemplate("llm");
+    to.initParams(0);
+    auto parents = to.initParents(static_cast<capnp::uint>(parent_ids.size()));
+    for (size_t p = 0; p < parent_ids.size(); ++p) {
+      parents.set(static_cast<capnp::uint>(p), parent_ids[p]);
+    }
+    to.setNote(sketches[i]);
+  }
+  WriteCalls(calls, reply.initLlmCalls(static_cast<capnp::uint>(calls.size())));
+  return msg::EncodePayload(builder);
+}
+
+Result<std::string> RunLlmCode(msg::CodeRequest::Reader request, const planner::Graph& graph,
+                               const agents::SpecView& spec) {
+  KF_ASSIGN_OR_RETURN(const std::string backend, BackendOf(request.getBackend()));
+  KF_ASSIGN_OR_RETURN(std::unique_ptr<agents::LlmClient> client, MakeLlmClient(request.getLlm()));
+  agents::CoderInput input;
+  input.spec = BriefOf(graph, spec, request.getBrief(), backend);
+  input.sketch = TextString(request.getSketch());
+  input.abi_header = std::string(eval::KernelAbiHeader());
+  KF_ASSIGN_OR_RETURN(input.knowledge, KnowledgeText(backend, spec));
+  for (const capnp::Text::Reader example : request.getExamples()) {
+    input.examples.push_back(TextString(example));
+  }
+  input.previous_source = TextString(request.getPreviousSource());
+  input.feedback = TextString(request.getFeedback());
+  const agents::CodeResult code = agents::Code(*client, input);
+
+  capnp::MallocMessageBuilder builder;
+  msg::CodeReply::Builder reply = builder.initRoot<msg::CodeReply>();
+  reply.setSource(code.source);
+  const std::string_view sketch = input.sketch;
+  reply.setExplanation(std::string(sketch.substr(0, std::min(sketch.find('\n'), size_t{200}))));
+  reply.setFailedStage(code.failed_stage);
+  reply.setFailure(code.failure);
+  WriteCalls({code.call}, reply.initLlmCalls(1));
+  return msg::EncodePayload(builder);
+}
+
 Result<std::string> RunPlan(std::string_view payload) {
   KF_ASSIGN_OR_RETURN(msg::Payload<msg::PlanRequest> message,
                       msg::DecodePayload<msg::PlanRequest>(payload));
@@ -114,6 +301,7 @@ Result<std::string> RunPlan(std::string_view payload) {
   }
   KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportSpec(request.getSpecOnnx()));
   KF_ASSIGN_OR_RETURN(const agents::SpecView spec, agents::AnalyzeSpec(graph));
+  if (IsLlmAgent(request.getAgent())) return RunLlmPlan(request, graph, spec);
 
   agents::ProposalRequest proposal;
   KF_ASSIGN_OR_RETURN(proposal.island, ToInt(request.getIsland(), "island"));
@@ -156,6 +344,7 @@ Result<std::string> RunCode(std::string_view payload) {
   const msg::CodeRequest::Reader request = message.root();
   KF_ASSIGN_OR_RETURN(const planner::Graph graph, ImportSpec(request.getSpecOnnx()));
   KF_ASSIGN_OR_RETURN(const agents::SpecView spec, agents::AnalyzeSpec(graph));
+  if (IsLlmAgent(request.getAgent())) return RunLlmCode(request, graph, spec);
   KF_ASSIGN_OR_RETURN(const agents::Params params, ReadParams(request.getParams()));
   const std::string_view wanted = TextView(request.getTemplate());
   KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "agents/llm_config.h"
 #include "agents/search.h"
 #include "common/files.h"
 #include "messages/kernel.capnp.h"
@@ -344,6 +345,239 @@ TEST_F(ConductorTest,
   ASSERT_TRUE(finished.ok());
   EXPECT_EQ(finished->state, storage::JobState::kDone);
   EXPECT_NE(finished->summary_json.find("nothing to swap in"), std::string::npos);
+}
+
+// ---- The LLM agent ---------------------------------------------------------------------------
+
+std::string LlmJson() {
+  agents::LlmConfig config;
+  config.endpoint = "http://127.0.0.1:9/v1";
+  config.model = "test-coder";
+  config.price_input_per_mtok = 1.0;
+  return agents::LlmConfigToJson(config);
+}
+
+std::string Str(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+void AddCall(capnp::List<msg::LlmCallRecord>::Builder calls, unsigned i, const char* role,
+             const char* outcome, double cost = 0.0001) {
+  calls[i].setRole(role);
+  calls[i].setModel("test-coder");
+  calls[i].setPromptTokens(100);
+  calls[i].setCompletionTokens(50);
+  calls[i].setCostUsd(cost);
+  calls[i].setOk(true);
+  calls[i].setOutcome(outcome);
+}
+
+std::string SketchReply(const std::vector<uint64_t>& parents, double cost = 0.0001) {
+  capnp::MallocMessageBuilder builder;
+  msg::PlanReply::Builder reply = builder.initRoot<msg::PlanReply>();
+  auto proposal = reply.initProposals(1)[0];
+  proposal.setTemplate("llm");
+  proposal.initParams(0);
+  auto list = proposal.initParents(static_cast<unsigned>(parents.size()));
+  for (size_t i = 0; i < parents.size(); ++i) list.set(static_cast<unsigned>(i), parents[i]);
+  proposal.setNote("SKETCH: one pass");
+  AddCall(reply.initLlmCalls(1), 0, "designer", "ok", cost);
+  return msg::EncodePayload(builder);
+}
+
+std::string CoderReply(const std::string& source, const std::string& failed_stage = "",
+                       const std::string& failure = "") {
+  capnp::MallocMessageBuilder builder;
+  msg::CodeReply::Builder reply = builder.initRoot<msg::CodeReply>();
+  reply.setSource(source);
+  reply.setFailedStage(failed_stage);
+  reply.setFailure(failure);
+  AddCall(reply.initLlmCalls(1), 0, "coder", failed_stage.empty() ? "ok" : "no_code");
+  return msg::EncodePayload(builder);
+}
+
+std::string FailedTest(const nlohmann::json& report) {
+  capnp::MallocMessageBuilder builder;
+  msg::EvalReply::Builder reply = builder.initRoot<msg::EvalReply>();
+  reply.setPassed(false);
+  reply.setReportJson(report.dump());
+  return msg::EncodePayload(builder);
+}
+
+TEST_F(ConductorTest, AnLlmJobNeedsAModelAndAsksTheDesignerOncePerIsland) {
+  ModelSubmission submission;
+  submission.file_name = "mlp_block.onnx";
+  submission.bytes = ModelBytes();
+  submission.agent = "llm";
+  Result<int64_t> refused = conductor_->SubmitModel(submission);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--llm-endpoint"), std::string::npos);
+  submission.agent = "robot";
+  EXPECT_FALSE(conductor_->SubmitModel(submission).ok());
+  EXPECT_TRUE(store_->jobs().List()->empty());
+
+  submission.agent = "llm";
+  submission.llm_json = LlmJson();
+  Result<int64_t> job = conductor_->SubmitModel(submission);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  ProfileBaseline(*job);
+  std::vector<TaskRow> plans = Queued(*job, TaskKind::kPlan);
+  auto kernels = store_->kernel_jobs().ListByJob(*job);
+  ASSERT_EQ(plans.size(), kernels->size() * 2) << "one Designer task per island per kernel job";
+  for (const TaskRow& plan : plans) {
+    auto request = msg::DecodePayload<msg::PlanRequest>(plan.payload);
+    ASSERT_TRUE(request.ok());
+    EXPECT_EQ(Str(request->root().getAgent()), "llm");
+    EXPECT_EQ(request->root().getCount(), 1u);
+    EXPECT_EQ(request->root().getIslands(), 2u);
+    EXPECT_FALSE(Str(request->root().getBrief().getKernelName()).empty());
+    EXPECT_GT(request->root().getBrief().getBaselineUs(), 0);
+    EXPECT_EQ(Str(request->root().getBrief().getTarget()), "cpu: test");
+    Result<agents::LlmConfig> settings = agents::LlmConfigFromJson(Str(request->root().getLlm()));
+    ASSERT_TRUE(settings.ok());
+    EXPECT_EQ(settings->model, "test-coder");
+    // Room for every attempt of the request, not the templates' two minutes.
+    EXPECT_GT(plan.timeout_ms, 120'000);
+  }
+}
+
+TEST_F(ConductorTest, EachLlmFailureGoesBackToTheCoderOrTheDesignerUntilTheLineageLimit) {
+  ModelSubmission submission;
+  submission.file_name = "mlp_block.onnx";
+  submission.bytes = ModelBytes();
+  submission.agent = "llm";
+  submission.llm_json = LlmJson();
+  const int64_t job = *conductor_->SubmitModel(submission);
+  ProfileBaseline(job);
+  std::vector<TaskRow> plans = Queued(job, TaskKind::kPlan);
+  const int64_t kernel_job = *plans[0].kernel_job_id;
+  // The first Designer task sketches; every other proposes nothing.
+  for (const TaskRow& plan : plans) {
+    if (plan.id == plans[0].id) {
+      Complete(plan, SketchReply({}));
+    } else {
+      capnp::MallocMessageBuilder empty;
+      empty.initRoot<msg::PlanReply>().initProposals(0);
+      Complete(plan, msg::EncodePayload(empty));
+    }
+  }
+  const auto code_request = [&](const TaskRow& task) {
+    auto request = msg::DecodePayload<msg::CodeRequest>(task.payload);
+    EXPECT_TRUE(request.ok());
+    return request;
+  };
+  std::vector<TaskRow> codes = Queued(job, TaskKind::kCode);
+  ASSERT_EQ(codes.size(), 1u);
+  {
+    auto request = code_request(codes[0]);
+    EXPECT_EQ(Str(request->root().getAgent()), "llm");
+    EXPECT_EQ(Str(request->root().getSketch()), "SKETCH: one pass");
+    EXPECT_EQ(Str(request->root().getFeedback()), "");
+  }
+  const int64_t first = *codes[0].candidate_id;
+  auto candidate = store_->candidates().Get(first);
+  EXPECT_EQ(candidate->agent, "llm:test-coder");
+  EXPECT_EQ(candidate->plan, "SKETCH: one pass");
+
+  // 1. No code in the answer -> the Coder again, told so.
+  Complete(codes[0], CoderReply("", "extract", "the answer has no code block"));
+  EXPECT_EQ(store_->candidates().Get(first)->failed_stage, "extract");
+  codes = Queued(job, TaskKind::kCode);
+  ASSERT_EQ(codes.size(), 1u);
+  EXPECT_NE(Str(code_request(codes[0])->root().getFeedback()).find("No usable source"),
+            std::string::npos);
+  const int64_t second = *codes[0].candidate_id;
+  EXPECT_EQ(store_->candidates().Get(second)->parents_json, "[" + std::to_string(first) + "]");
+
+  // 2. A compile error -> the Coder, with the file and the compiler's error lines.
+  Complete(codes[0], CoderReply("int broken = ;"));
+  std::vector<TaskRow> tests = Queued(job, TaskKind::kTest);
+  ASSERT_EQ(tests.size(), 1u);
+  Complete(tests[0],
+           FailedTest({{"passed", false},
+                       {"failed_stage", "compile"},
+                       {"reason", "the source does not compile"},
+                       {"compile", {{"log", "kernel.cpp:1:14: error: expected ';'\n"}}}}));
+  codes = Queued(job, TaskKind::kCode);
+  ASSERT_EQ(codes.size(), 1u);
+  {
+    auto request = code_request(codes[0]);
+    EXPECT_EQ(Str(request->root().getPreviousSource()), "int broken = ;");
+    EXPECT_NE(Str(request->root().getFeedback()).find("kernel.cpp:1:14: error"), std::string::npos);
+  }
+  const int64_t third = *codes[0].candidate_id;
+
+  // 3. A wrong result -> the Designer, with the failed candidate and the advice.
+  Complete(codes[0], CoderReply("float wrong;"));
+  tests = Queued(job, TaskKind::kTest);
+  ASSERT_EQ(tests.size(), 1u);
+  Complete(tests[0], FailedTest({{"passed", false},
+                                 {"failed_stage", "smoke"},
+                                 {"reason", "5 of 10 elements outside tolerance"}}));
+  std::vector<TaskRow> redesigns;
+  for (TaskRow& plan : Queued(job, TaskKind::kPlan)) {
+    if (plan.kernel_job_id == kernel_job) redesigns.push_back(std::move(plan));
+  }
+  ASSERT_EQ(redesigns.size(), 1u);
+  {
+    auto request = msg::DecodePayload<msg::PlanRequest>(redesigns[0].payload);
+    ASSERT_TRUE(request.ok());
+    EXPECT_EQ(request->root().getRedesignOf(), static_cast<uint64_t>(third));
+    EXPECT_NE(Str(request->root().getAdvice()).find("wrong"), std::string::npos);
+    EXPECT_EQ(request->root().getIsland(), 0u);
+  }
+
+  // 4. The fourth attempt of the lineage fails too: the lineage ends there.
+  Complete(redesigns[0], SketchReply({static_cast<uint64_t>(third)}));
+  codes = Queued(job, TaskKind::kCode);
+  ASSERT_EQ(codes.size(), 1u);
+  Complete(codes[0], CoderReply("", "extract", "the answer has no code block"));
+  EXPECT_TRUE(Queued(job, TaskKind::kCode).empty());
+
+  std::map<std::string, int> routes;
+  auto events = store_->events().ListAfter(job, 0, 10'000);
+  for (const auto& event : *events) {
+    if (event.kind != "candidate.routed") continue;
+    const auto data = nlohmann::json::parse(event.data_json);
+    ++routes[data.value("category", "") + "->" + data.value("route", "")];
+  }
+  EXPECT_EQ(routes["no_code->coder"], 1);
+  EXPECT_EQ(routes["compile->coder"], 1);
+  EXPECT_EQ(routes["wrong_result->designer"], 1);
+  EXPECT_EQ(routes["no_code->none"], 1);
+  // Every call the tasks reported is stored, with its candidate.
+  auto calls = store_->llm_calls().ListByJob(job);
+  ASSERT_TRUE(calls.ok());
+  EXPECT_EQ(calls->size(), 6u);  // 2 sketches, 4 coder answers
+  for (const auto& call : *calls) EXPECT_TRUE(call.call.candidate_id.has_value());
+  auto spend = store_->llm_calls().SpendByJob(job);
+  EXPECT_EQ(spend->prompt_tokens, 600);
+}
+
+TEST_F(ConductorTest, AnLlmSearchStopsWhenItsMoneyBudgetIsSpent) {
+  ModelSubmission submission;
+  submission.file_name = "mlp_block.onnx";
+  submission.bytes = ModelBytes();
+  submission.agent = "llm";
+  submission.llm_json = LlmJson();
+  submission.budget_usd = 0.03;
+  const int64_t job = *conductor_->SubmitModel(submission);
+  ProfileBaseline(job);
+  for (const TaskRow& plan : Queued(job, TaskKind::kPlan)) {
+    capnp::MallocMessageBuilder builder;
+    msg::PlanReply::Builder reply = builder.initRoot<msg::PlanReply>();
+    reply.initProposals(0);
+    AddCall(reply.initLlmCalls(1), 0, "designer", "empty", 0.02);
+    Complete(plan, msg::EncodePayload(builder));
+  }
+  auto kernels = store_->kernel_jobs().ListByJob(job);
+  ASSERT_TRUE(kernels.ok());
+  for (const auto& k : *kernels) {
+    EXPECT_NE(k.state, storage::KernelJobState::kSearching) << k.name;
+    EXPECT_NE(k.note.find("LLM budget of $0.03 is spent"), std::string::npos) << k.note;
+  }
+  auto report = conductor_->BuildReport(job);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->agent, "llm");
+  EXPECT_NEAR(report->llm_cost_usd, 0.02 * static_cast<double>(kernels->size() * 2), 1e-9);
 }
 
 }  // namespace
