@@ -1,5 +1,6 @@
 #include "cli/format.h"
 
+#include <fmt/format.h>
 #include <time.h>
 
 #include <algorithm>
@@ -267,7 +268,36 @@ json JobJson(msg::JobSummary::Reader job) {
           {"created_us", job.getCreatedUs()},
           {"updated_us", job.getUpdatedUs()},
           {"error", Text(job.getError())},
-          {"phase", Text(job.getPhase())}};
+          {"phase", Text(job.getPhase())},
+          {"agent", Text(job.getAgent())},
+          {"llm",
+           {{"model", Text(job.getLlm().getModel())},
+            {"calls", job.getLlm().getCalls()},
+            {"failed_calls", job.getLlm().getFailedCalls()},
+            {"prompt_tokens", job.getLlm().getPromptTokens()},
+            {"completion_tokens", job.getLlm().getCompletionTokens()},
+            {"cost_usd", job.getLlm().getCostUsd()},
+            {"budget_usd", job.getLlm().getBudgetUsd()}}}};
+}
+
+namespace {
+
+std::string Tokens(uint64_t n) {
+  if (n >= 1'000'000) return fmt::format("{:.1f}M", static_cast<double>(n) / 1e6);
+  if (n >= 1'000) return fmt::format("{:.1f}k", static_cast<double>(n) / 1e3);
+  return std::to_string(n);
+}
+
+}  // namespace
+
+std::string FormatLlmUsage(msg::LlmUsage::Reader usage) {
+  if (usage.getCalls() == 0 && usage.getModel().size() == 0) return {};
+  std::string text = fmt::format(
+      "model {}: {} requests ({} without an answer), {} tokens in, {} out, ${:.4f}",
+      Text(usage.getModel()), usage.getCalls(), usage.getFailedCalls(),
+      Tokens(usage.getPromptTokens()), Tokens(usage.getCompletionTokens()), usage.getCostUsd());
+  if (usage.getBudgetUsd() > 0) text += fmt::format(" of ${:.2f}", usage.getBudgetUsd());
+  return text;
 }
 
 json NodeJson(msg::NodeInfo::Reader node) {

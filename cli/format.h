@@ -42,6 +42,9 @@ std::string ProgressBar(msg::JobProgress::Reader progress, int width);
 std::string EventDetails(std::string_view kind, std::string_view data_json);
 
 nlohmann::json JobJson(msg::JobSummary::Reader job);
+// The LLM agent's use so far: "model M: 12 requests (1 without an answer), 48.1k tokens in,
+// 9.6k out, $0.0213 of $5.00"; empty when the job made no request and names no model.
+std::string FormatLlmUsage(msg::LlmUsage::Reader usage);
 nlohmann::json NodeJson(msg::NodeInfo::Reader node);
 nlohmann::json KernelJson(msg::KernelJobSummary::Reader kernel);
 // The data is parsed into JSON; data that is not valid JSON stays a string.

@@ -149,6 +149,7 @@ void WatchJob(const ClientFlags& flags, uint64_t job_id, bool as_json) {
   Client client = ConnectOrExit(flags);
   ExitOnError(CatchInterrupts());
   uint64_t cursor = 0;
+  uint32_t llm_calls_shown = 0;
   while (true) {
     capnp::MallocMessageBuilder request;
     msg::WatchRequest::Builder watch = request.initRoot<msg::WatchRequest>();
@@ -170,8 +171,18 @@ void WatchJob(const ClientFlags& flags, uint64_t job_id, bool as_json) {
                   << EventDetails(Text(event.getKind()), Text(event.getData())) << "\n";
       }
     }
-    std::cout.flush();
     msg::JobSummary::Reader job = reply->root.getJob();
+    // The LLM's tokens and cost so far, whenever they changed.
+    if (job.getLlm().getCalls() != llm_calls_shown) {
+      llm_calls_shown = job.getLlm().getCalls();
+      if (as_json) {
+        std::cout << nlohmann::json{{"llm", JobJson(job)["llm"]}}.dump() << "\n";
+      } else {
+        std::cout << FormatClockTime(job.getUpdatedUs()) << " llm " << FormatLlmUsage(job.getLlm())
+                  << "\n";
+      }
+    }
+    std::cout.flush();
     // A finished job's watch is answered at once; an empty answer means every event is printed.
     if (!IsFinishedState(Text(job.getState())) || events.size() > 0) continue;
 

@@ -4,6 +4,7 @@
 //  - `kfleet run MODEL`: the whole flow on this machine: a coordinator in this process, local
 //    kfleet-worker processes, live progress, and the report at the end.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -18,6 +19,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "agents/llm_client.h"
+#include "agents/llm_config.h"
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/output.h"
@@ -54,7 +57,95 @@ struct SearchFlags {
   std::string state;
   int workers = 1;
   int cpu_slots = 0;
+  // the agent
+  std::string agent = "template";
+  std::string llm_config;
+  std::string llm_endpoint;
+  std::string llm_model;
+  std::string llm_dialect;
+  std::string llm_key_env;
+  std::string llm_record;
+  std::string llm_replay;
+  double budget_usd = 0;
 };
+
+// The file a recorded run keeps its model's name in, so that a replay needs no server to ask.
+constexpr std::string_view kRecordedModelFile = "model.txt";
+
+// The LLM settings of a submission as JSON (agents::LlmConfig), from --llm-config and the
+// --llm-* flags over it; empty for the template agent. A run that names only the endpoint asks
+// the server which model it serves. `local_workers`: the workers run here with this environment,
+// so a key variable that is unset here is an error now rather than in every request.
+Result<std::string> LlmSettings(const SearchFlags& flags, bool local_workers) {
+  const bool any_llm_flag = !flags.llm_config.empty() || !flags.llm_endpoint.empty() ||
+                            !flags.llm_model.empty() || !flags.llm_record.empty() ||
+                            !flags.llm_replay.empty() || !flags.llm_dialect.empty() ||
+                            !flags.llm_key_env.empty() || flags.budget_usd > 0;
+  if (flags.agent == "template") {
+    if (any_llm_flag) {
+      return InvalidArgument(
+          "the --llm-* and --budget-usd options are for --agent llm or --agent hybrid");
+    }
+    return std::string();
+  }
+  if (!flags.llm_record.empty() && !flags.llm_replay.empty()) {
+    return InvalidArgument("--llm-record and --llm-replay exclude each other");
+  }
+  agents::LlmConfig config;
+  if (!flags.llm_config.empty()) {
+    KF_ASSIGN_OR_RETURN(config, agents::LoadLlmConfig(flags.llm_config));
+  }
+  if (!flags.llm_endpoint.empty()) config.endpoint = flags.llm_endpoint;
+  if (!flags.llm_model.empty()) config.model = flags.llm_model;
+  if (!flags.llm_dialect.empty()) config.dialect = flags.llm_dialect;
+  if (!flags.llm_key_env.empty()) config.api_key_env = flags.llm_key_env;
+  if (!flags.llm_replay.empty()) {
+    const std::filesystem::path dir = std::filesystem::absolute(flags.llm_replay);
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+      return NotFound("--llm-replay " + dir.string() + " is not a folder of recorded answers");
+    }
+    config.record_dir = dir.string();
+    config.replay = true;
+    // Nothing is sent anywhere; the endpoint only has to be well formed.
+    if (config.endpoint.empty()) config.endpoint = "http://replay.invalid/v1";
+    if (config.model.empty()) {
+      Result<std::string> recorded = ReadFile(dir / std::string(kRecordedModelFile));
+      if (recorded.ok()) {
+        config.model = *recorded;
+        while (!config.model.empty() && config.model.back() == '\n') config.model.pop_back();
+      }
+    }
+  }
+  if (config.endpoint.empty()) {
+    return InvalidArgument(fmt::format(
+        "--agent {} needs a language model: --llm-endpoint URL (an OpenAI-compatible server such "
+        "as vLLM, Ollama, llama.cpp's server, SGLang or a hosted API) or --llm-config FILE",
+        flags.agent));
+  }
+  if (config.model.empty()) {
+    if (!config.endpoint.starts_with("http://") && !config.endpoint.starts_with("https://")) {
+      return InvalidArgument("--llm-endpoint must be an http:// or https:// URL, got '" +
+                             config.endpoint + "'");
+    }
+    Result<std::string> model = agents::DiscoverModel(config);
+    if (!model.ok()) {
+      return model.status().WithContext("no --llm-model given, and asking the server failed");
+    }
+    config.model = *model;
+    std::cerr << "kfleet: using model " << config.model << " served at " << config.endpoint << "\n";
+  }
+  if (!flags.llm_record.empty()) {
+    const std::filesystem::path dir = std::filesystem::absolute(flags.llm_record);
+    KF_RETURN_IF_ERROR(MakeDirs(dir));
+    KF_RETURN_IF_ERROR(WriteFileAtomic(dir / std::string(kRecordedModelFile), config.model + "\n"));
+    config.record_dir = dir.string();
+  }
+  KF_RETURN_IF_ERROR(agents::ValidateLlmConfig(config, "the LLM settings"));
+  // A key named but unset fails every request: say so now, not after the search started.
+  if (local_workers && !config.replay) KF_RETURN_IF_ERROR(config.ApiKey().status());
+  return agents::LlmConfigToJson(config);
+}
 
 // The model's bytes: ONNX, or the ONNX text form (.onnxtxt) converted.
 Result<std::string> ReadModel(const std::string& path) {
@@ -76,7 +167,7 @@ msg::Backend ParseTarget(const std::string& target) {
   return msg::Backend::CPU;
 }
 
-uint64_t Submit(Client& client, const SearchFlags& flags) {
+uint64_t Submit(Client& client, const SearchFlags& flags, const std::string& llm_json) {
   Result<std::string> bytes = ReadModel(flags.model);
   ExitOnError(bytes.status());
   int64_t budget_ms = 0;
@@ -93,6 +184,9 @@ uint64_t Submit(Client& client, const SearchFlags& flags) {
   submit.setPriority(flags.priority);
   submit.setTop(flags.top);
   submit.setDtype(flags.dtype);
+  submit.setAgent(flags.agent);
+  submit.setLlm(llm_json);
+  submit.setBudgetUsd(flags.budget_usd);
   auto model = submit.initModel();
   model.setFileName(file_name);
   model.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes->data()), bytes->size()));
@@ -140,7 +234,7 @@ Answer<msg::ShowReply> ShowOrExit(Client& client, uint64_t job_id) {
 bool Notable(const std::string& kind) {
   return kind == "job.phase" || kind == "kernel.best" || kind == "kernel.done" ||
          kind == "job.verified" || kind == "job.finished" || kind == "task.failed" ||
-         kind == "plan.failed";
+         kind == "plan.failed" || kind == "candidate.routed" || kind == "llm.budget";
 }
 
 // A child process (a local worker) killed and reaped when this goes away.
@@ -210,8 +304,10 @@ std::filesystem::path WorkerBinary() {
 }
 
 void RunCommand(const SearchFlags& flags) {
-  // Read and check the model before starting anything.
+  // Read and check the model and the LLM settings before starting anything.
   ExitOnError(ReadModel(flags.model).status());
+  Result<std::string> llm_json = LlmSettings(flags, /*local_workers=*/true);
+  ExitOnError(llm_json.status());
   std::optional<TempDir> temp;
   std::filesystem::path state = flags.state;
   if (state.empty()) {
@@ -279,7 +375,7 @@ void RunCommand(const SearchFlags& flags) {
   Result<Client> opened = Client::Open(connection, 60'000);
   ExitOnError(opened.status());
   Client client = std::move(opened).value();
-  const uint64_t job_id = Submit(client, flags);
+  const uint64_t job_id = Submit(client, flags, *llm_json);
   ExitOnError(CatchInterrupts());
 
   const bool terminal = isatty(STDERR_FILENO) == 1 && !flags.json;
@@ -393,14 +489,41 @@ void RegisterSearchCommands(CLI::App& app, std::shared_ptr<const ClientFlags> cl
                         "Kernel jobs to search, best expected saving first (default 5)");
     command->add_option("--name", flags->name, "Label for listings (default: the file name)");
     command->add_flag("--json", flags->json, "Print JSON instead of text");
+    command
+        ->add_option("--agent", flags->agent,
+                     "Who writes kernels: template (built-in templates, offline), llm (a "
+                     "language model: Designer, Coder, Conductor) or hybrid (templates seed, the "
+                     "LLM refines)")
+        ->check(CLI::IsMember({"template", "llm", "hybrid"}))
+        ->capture_default_str();
+    command->add_option("--llm-config", flags->llm_config,
+                        "LLM settings file (see configs/llm.yaml); the flags below override it");
+    command->add_option("--llm-endpoint", flags->llm_endpoint,
+                        "OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1");
+    command->add_option("--llm-model", flags->llm_model,
+                        "Model name (default: the first the endpoint lists)");
+    command->add_option("--llm-dialect", flags->llm_dialect, "openai or anthropic")
+        ->check(CLI::IsMember({"openai", "anthropic"}));
+    command->add_option("--llm-key-env", flags->llm_key_env,
+                        "Environment variable holding the API key (the key is never stored)");
+    command->add_option("--llm-record", flags->llm_record,
+                        "Record every LLM answer in this folder (for --llm-replay)");
+    command->add_option("--llm-replay", flags->llm_replay,
+                        "Answer LLM requests only from a recorded folder: offline, reproducible");
+    command
+        ->add_option("--budget-usd", flags->budget_usd,
+                     "The most the LLM may cost for this job, in dollars (0: no limit)")
+        ->check(CLI::NonNegativeNumber);
   };
 
   CLI::App* submit = app.add_subcommand("submit", "Send a model to the coordinator for search");
   add_model_flags(submit);
   submit->add_option("--priority", flags->priority, "Higher runs first among jobs");
   submit->callback([flags, client_flags] {
+    Result<std::string> llm_json = LlmSettings(*flags, /*local_workers=*/false);
+    ExitOnError(llm_json.status());
     Client client = ConnectOrExit(*client_flags);
-    const uint64_t job_id = Submit(client, *flags);
+    const uint64_t job_id = Submit(client, *flags, *llm_json);
     if (flags->json) {
       std::cout << json{{"job", job_id}}.dump() << "\n";
     } else {

@@ -81,6 +81,10 @@ std::string FormatModelJob(msg::ShowReply::Reader reply) {
                                                    reply.getMeasuredSpeedup())
                                      : std::string("not measured yet")});
   if (reply.getVerifyNote().size() > 0) summary.push_back({"check", Text(reply.getVerifyNote())});
+  if (job.getAgent().size() > 0 && Text(job.getAgent()) != "template") {
+    summary.push_back({"agent", Text(job.getAgent())});
+    summary.push_back({"llm", FormatLlmUsage(job.getLlm())});
+  }
   if (job.getError().size() > 0) summary.push_back({"error", Text(job.getError())});
   out += FormatTable(summary);
 
