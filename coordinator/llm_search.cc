@@ -15,6 +15,9 @@ namespace {
 
 std::string Text(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
+// How many of the newest jobs RetrieveExamples looks through.
+constexpr size_t kExampleJobsScanned = 200;
+
 }  // namespace
 
 Result<SearchAgent> ParseSearchAgent(std::string_view name) {
@@ -81,6 +84,10 @@ Result<std::vector<std::string>> RetrieveExamples(storage::Store& store,
   std::vector<Other> others;
   const std::string family_class = agents::FamilyClass(kernel_job.family);
   KF_ASSIGN_OR_RETURN(std::vector<storage::JobRow> jobs, store.jobs().List());
+  // The newest jobs first, and not all of a long-lived store's: this runs per LLM code task.
+  std::sort(jobs.begin(), jobs.end(),
+            [](const storage::JobRow& a, const storage::JobRow& b) { return a.id > b.id; });
+  if (jobs.size() > kExampleJobsScanned) jobs.resize(kExampleJobsScanned);
   for (const storage::JobRow& job : jobs) {
     if (job.kind != storage::JobKind::kModel) continue;
     KF_ASSIGN_OR_RETURN(std::vector<storage::KernelJobRow> kernels,

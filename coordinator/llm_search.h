@@ -41,9 +41,9 @@ std::string LlmCandidateAgent(const JobAgent& agent);
 bool IsLlmCandidate(const storage::CandidateRow& candidate);
 
 // Up to `limit` working kernels for the Coder: the kernel job's current best, then the best of
-// other kernel jobs in the store of the same family class (the same target first, then the
-// nearest speed-of-light time, i.e. the nearest size). Sources longer than `max_chars` are left
-// out: an example must not crowd out the prompt.
+// other kernel jobs of the same family class among the store's newest 200 jobs (the same target
+// first, then the nearest speed-of-light time, i.e. the nearest size). Sources longer than
+// `max_chars` are left out: an example must not crowd out the prompt.
 Result<std::vector<std::string>> RetrieveExamples(storage::Store& store,
                                                   const storage::KernelJobRow& kernel_job,
                                                   storage::Backend target, size_t limit,
