@@ -75,6 +75,10 @@ bool WholeNode(const storage::TaskRow& task) {
   return task.exclusive_device && task.backend == Backend::kCpu;
 }
 
+bool QuietGpu(const storage::TaskRow& task, const Session& session) {
+  return task.exclusive_device && !WholeNode(task) && session.devices.size() == 1;
+}
+
 SlotClass SlotFor(const storage::TaskRow& task) {
   if (WholeNode(task)) return SlotClass::kCpu;
   if (task.exclusive_device) return SlotClass::kGpuExclusive;
@@ -230,6 +234,11 @@ Status Scheduler::OnRegister(const std::string& routing_id, const std::string& u
       lease.deadline_us = now_us + options_.lease_ms * 1000;
       ++session.slots_used[static_cast<int>(lease.slot)];
       if (lease.whole_node) ++session.whole_node_leases;
+      // A lease recovered from the store does not know its node's GPUs until now.
+      if (lease.slot == SlotClass::kGpuExclusive && session.devices.size() == 1) {
+        lease.quiet_gpu = true;
+      }
+      if (lease.quiet_gpu) ++session.quiet_gpu_leases;
     } else {
       lost.push_back({task_id, lease});
     }
@@ -317,6 +326,7 @@ void Scheduler::ReleaseSlot(const Lease& lease) {
     int64_t& used = session->slots_used[static_cast<int>(lease.slot)];
     if (used > 0) --used;
     if (lease.whole_node && session->whole_node_leases > 0) --session->whole_node_leases;
+    if (lease.quiet_gpu && session->quiet_gpu_leases > 0) --session->quiet_gpu_leases;
     queue_changed_ = true;
   }
 }
@@ -442,6 +452,12 @@ Session* Scheduler::Place(const storage::TaskRow& task, SlotClass slot) {
     if (session.draining || session.Free(slot) <= 0) continue;
     if (session.whole_node_leases > 0) continue;
     if (whole_node ? session.Used() > 0 : session.reserved) continue;
+    if (QuietGpu(task, session)) {
+      if (session.slots_used[static_cast<int>(SlotClass::kCompile)] > 0) continue;
+    } else if (slot == SlotClass::kCompile &&
+               (session.quiet_gpu_leases > 0 || session.gpu_reserved)) {
+      continue;
+    }
     if (slot != SlotClass::kCpu) {
       const bool has_device =
           std::any_of(session.devices.begin(), session.devices.end(), [&](const DeviceOffer& d) {
@@ -457,12 +473,30 @@ Session* Scheduler::Place(const storage::TaskRow& task, SlotClass slot) {
 
 void Scheduler::Reserve(const storage::TaskRow& task) {
   Session* pick = nullptr;
-  for (auto& [routing_id, session] : sessions_) {
-    if (session.draining || session.reserved || session.slots_total[0] <= 0) continue;
-    if (task.backend.has_value() && *task.backend != Backend::kCpu) continue;
-    if (pick == nullptr || session.Used() < pick->Used()) pick = &session;
+  if (WholeNode(task)) {
+    for (auto& [routing_id, session] : sessions_) {
+      if (session.draining || session.reserved || session.slots_total[0] <= 0) continue;
+      if (pick == nullptr || session.Used() < pick->Used()) pick = &session;
+    }
+    if (pick != nullptr) pick->reserved = true;
+    return;
   }
-  if (pick != nullptr) pick->reserved = true;
+  // A GPU timing task: a one-GPU node with that GPU and a free timing slot, the fewest tests
+  // first (nodes with several GPUs run tests on the others and need no reservation).
+  for (auto& [routing_id, session] : sessions_) {
+    if (session.draining || session.gpu_reserved || !QuietGpu(task, session)) continue;
+    if (session.Free(SlotClass::kGpuExclusive) <= 0 || session.whole_node_leases > 0) continue;
+    const DeviceOffer& gpu = session.devices.front();
+    if (gpu.backend != task.backend || (!task.arch.empty() && task.arch != gpu.arch) ||
+        gpu.memory_bytes < static_cast<uint64_t>(task.min_memory_bytes)) {
+      continue;
+    }
+    const auto tests = [](const Session& s) {
+      return s.slots_used[static_cast<int>(SlotClass::kCompile)];
+    };
+    if (pick == nullptr || tests(session) < tests(*pick)) pick = &session;
+  }
+  if (pick != nullptr) pick->gpu_reserved = true;
 }
 
 int64_t Scheduler::TotalSlots(SlotClass slot) const {
@@ -478,14 +512,18 @@ Status Scheduler::Assign(const storage::TaskRow& task, Session& session, SlotCla
   KF_ASSIGN_OR_RETURN(std::optional<uint32_t> attempt,
                       store_.tasks().Lease(task.id, session.node_id, deadline_wall_us));
   if (!attempt.has_value()) return Status::Ok();  // no longer queued
-  leases_[task.id] =
-      Lease{*attempt,       session.node_id,    task.job_id,
-            slot,           session.routing_id, clock_.MonotonicUs() + options_.lease_ms * 1000,
-            WholeNode(task)};
+  leases_[task.id] = Lease{*attempt,           session.node_id,
+                           task.job_id,        slot,
+                           session.routing_id, clock_.MonotonicUs() + options_.lease_ms * 1000,
+                           WholeNode(task),    QuietGpu(task, session)};
   ++session.slots_used[static_cast<int>(slot)];
   if (WholeNode(task)) {
     ++session.whole_node_leases;
     session.reserved = false;
+  }
+  if (QuietGpu(task, session)) {
+    ++session.quiet_gpu_leases;
+    session.gpu_reserved = false;
   }
   if (running_jobs_.insert(task.job_id).second) {
     KF_ASSIGN_OR_RETURN(bool started,
@@ -548,12 +586,15 @@ Status Scheduler::Dispatch() {
       [&](const storage::TaskRow& a, const storage::TaskRow& b) { return score(a) > score(b); });
   int64_t placed = 0;
   // Reservations are decided again every round, in priority order.
-  for (auto& [routing_id, session] : sessions_) session.reserved = false;
+  for (auto& [routing_id, session] : sessions_) {
+    session.reserved = false;
+    session.gpu_reserved = false;
+  }
   for (const storage::TaskRow& task : candidates) {
     const SlotClass slot = SlotFor(task);
     Session* session = Place(task, slot);
     if (session == nullptr) {
-      if (WholeNode(task)) Reserve(task);
+      if (task.exclusive_device) Reserve(task);
       continue;
     }
     KF_RETURN_IF_ERROR(Assign(task, *session, slot));

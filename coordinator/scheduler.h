@@ -60,6 +60,12 @@ struct Session {
   // the node to empty, no new task is placed there (else it would wait forever).
   int64_t whole_node_leases = 0;
   bool reserved = false;
+  // A GPU timing task on a node with one GPU owns its GPU work: no GPU test (compile slot) runs
+  // beside it, since a test's kernels and its CPU reference on every core disturb the timing,
+  // and while one waits for the tests to finish no new one starts there. Plan / code tasks
+  // (CPU slots) go on.
+  int64_t quiet_gpu_leases = 0;
+  bool gpu_reserved = false;
 
   int64_t Used() const {
     int64_t used = 0;
@@ -80,6 +86,7 @@ struct Lease {
   std::string routing_id;   // the session holding it; empty until its worker re-registers
   int64_t deadline_us = 0;  // monotonic
   bool whole_node = false;  // a CPU timing task (WholeNode)
+  bool quiet_gpu = false;   // a GPU timing task on a one-GPU node (QuietGpu)
 };
 
 // What `kfleet nodes` shows of a connected worker.
@@ -158,7 +165,8 @@ class Scheduler {
   // The session best placed to run `task` now, or nullptr.
   Session* Place(const storage::TaskRow& task, SlotClass slot);
   [[nodiscard]] Status Assign(const storage::TaskRow& task, Session& session, SlotClass slot);
-  // Keeps new work off the least busy CPU node until the whole-node task can start there.
+  // Keeps new work off the least busy CPU node until the whole-node task can start there, or new
+  // GPU tests off the least busy one-GPU node until the GPU timing task can start there.
   void Reserve(const storage::TaskRow& task);
   [[nodiscard]] Status Event(std::optional<int64_t> job_id, std::string_view kind,
                              const std::string& data_json);
@@ -182,5 +190,7 @@ class Scheduler {
 SlotClass SlotFor(const storage::TaskRow& task);
 // Timing on the CPU needs the node to itself: an exclusive task for the CPU backend.
 bool WholeNode(const storage::TaskRow& task);
+// Timing on the GPU of a node with one GPU needs that node's GPU work to itself (Session).
+bool QuietGpu(const storage::TaskRow& task, const Session& session);
 
 }  // namespace kfleet::coordinator

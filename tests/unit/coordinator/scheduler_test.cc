@@ -39,8 +39,8 @@ class RegisterMessage {
     }
   }
   void SetHeld(const std::vector<std::pair<uint64_t, uint32_t>>& running) {
-    auto list = builder_.getRoot<msg::Register>().initRunningTasks(
-        static_cast<unsigned>(running.size()));
+    auto list =
+        builder_.getRoot<msg::Register>().initRunningTasks(static_cast<unsigned>(running.size()));
     for (size_t i = 0; i < running.size(); ++i) {
       list[static_cast<unsigned>(i)].setTaskId(running[i].first);
       list[static_cast<unsigned>(i)].setAttempt(running[i].second);
@@ -103,8 +103,9 @@ class SchedulerTest : public ::testing::Test {
   }
 
   static size_t Count(const std::vector<OutgoingMessage>& messages, msg::MessageType type) {
-    return static_cast<size_t>(std::count_if(messages.begin(), messages.end(),
-                                             [&](const OutgoingMessage& m) { return m.type == type; }));
+    return static_cast<size_t>(
+        std::count_if(messages.begin(), messages.end(),
+                      [&](const OutgoingMessage& m) { return m.type == type; }));
   }
 
   // The messages of one type, taken out of `messages`.
@@ -166,8 +167,7 @@ TEST_F(SchedulerTest, BadNamesWrongKeysAndDuplicatesAreRejected) {
   EXPECT_EQ(rejects[0].body->getRoot<msg::Reject>().getReason(), msg::RejectReason::MALFORMED);
   EXPECT_EQ(rejects[1].body->getRoot<msg::Reject>().getReason(), msg::RejectReason::UNKNOWN_KEY);
   EXPECT_EQ(rejects[2].routing_id, "r3");
-  EXPECT_EQ(rejects[2].body->getRoot<msg::Reject>().getReason(),
-            msg::RejectReason::DUPLICATE_NAME);
+  EXPECT_EQ(rejects[2].body->getRoot<msg::Reject>().getReason(), msg::RejectReason::DUPLICATE_NAME);
   EXPECT_EQ(scheduler_->session_count(), 1u);
 }
 
@@ -363,6 +363,91 @@ TEST_F(SchedulerTest, ExclusiveGpuWorkGoesOnlyToNodesWithTheDevice) {
   auto assigns = OfType(Turn(), msg::MessageType::ASSIGN);
   ASSERT_EQ(assigns.size(), 1u) << "one exclusive slot";
   EXPECT_EQ(assigns[0].routing_id, "rg");
+}
+
+// CUDA work of one job: `tests` GPU tests (compile slots) and `timings` timing tasks (exclusive),
+// the timings at a higher priority, as the conductor queues them.
+int64_t SubmitCudaWork(storage::Store& store, Scheduler& scheduler, int tests, int timings) {
+  storage::NewJob job;
+  job.kind = storage::JobKind::kDiag;
+  job.name = "cuda";
+  auto job_id = store.jobs().Create(job);
+  EXPECT_TRUE(job_id.ok());
+  std::vector<storage::NewTask> list;
+  for (int i = 0; i < tests + timings; ++i) {
+    storage::NewTask task;
+    task.job_id = *job_id;
+    task.backend = storage::Backend::kCuda;
+    task.exclusive_device = i >= tests;
+    task.priority = task.exclusive_device ? 3 : 2;
+    task.kind = task.exclusive_device ? storage::TaskKind::kProfile : storage::TaskKind::kTest;
+    task.max_attempts = 2;
+    list.push_back(task);
+  }
+  EXPECT_TRUE(store.tasks().EnqueueMany(list).ok());
+  EXPECT_TRUE(scheduler.JobSubmitted(*job_id).ok());
+  return *job_id;
+}
+
+TEST_F(SchedulerTest, OnAOneGpuNodeTimingWaitsForTheTestsAndRunsWithoutThem) {
+  RegisterMessage reg("gpu", 2, /*gpus=*/1);  // 2 CPU slots, 2 compile slots, 1 GPU
+  Register("rg", reg);
+  SubmitCudaWork(*store_, *scheduler_, /*tests=*/1, /*timings=*/0);
+  auto assigns = OfType(Turn(), msg::MessageType::ASSIGN);
+  ASSERT_EQ(assigns.size(), 1u);
+  const uint64_t test = assigns[0].body->getRoot<msg::Assign>().getTaskId();
+
+  // A timing task and more tests arrive while the test runs: the timing waits for it, and the
+  // new tests wait behind the timing (the node is reserved for it).
+  SubmitCudaWork(*store_, *scheduler_, /*tests=*/2, /*timings=*/1);
+  EXPECT_TRUE(OfType(Turn(), msg::MessageType::ASSIGN).empty());
+  // Plan / code work (CPU slots) goes on meanwhile.
+  SubmitJob(1);
+  assigns = OfType(Turn(), msg::MessageType::ASSIGN);
+  ASSERT_EQ(assigns.size(), 1u);
+  EXPECT_EQ(assigns[0].body->getRoot<msg::Assign>().getKind(), "echo");
+
+  // The test ends: the timing starts, alone on the GPU.
+  ASSERT_TRUE(SendResult("rg", test, 1).ok());
+  assigns = OfType(Turn(), msg::MessageType::ASSIGN);
+  ASSERT_EQ(assigns.size(), 1u);
+  EXPECT_EQ(assigns[0].body->getRoot<msg::Assign>().getKind(), "profile");
+  const uint64_t timing = assigns[0].body->getRoot<msg::Assign>().getTaskId();
+  EXPECT_TRUE(OfType(Turn(), msg::MessageType::ASSIGN).empty()) << "no test beside the timing";
+
+  // The timing ends: the tests run.
+  ASSERT_TRUE(SendResult("rg", timing, 1).ok());
+  assigns = OfType(Turn(), msg::MessageType::ASSIGN);
+  ASSERT_EQ(assigns.size(), 2u);
+  for (const auto& a : assigns) EXPECT_EQ(a.body->getRoot<msg::Assign>().getKind(), "test");
+}
+
+TEST_F(SchedulerTest, OnANodeWithSeveralGpusTestsRunBesideATiming) {
+  RegisterMessage reg("gpus", 2, /*gpus=*/2);
+  Register("rg", reg);
+  SubmitCudaWork(*store_, *scheduler_, /*tests=*/2, /*timings=*/1);
+  auto assigns = OfType(Turn(), msg::MessageType::ASSIGN);
+  EXPECT_EQ(assigns.size(), 3u) << "the other GPU takes the tests";
+}
+
+TEST_F(SchedulerTest, ARecoveredTimingLeaseStillKeepsTestsOffItsGpu) {
+  RegisterMessage reg("gpu", 2, /*gpus=*/1);
+  Register("rg", reg);
+  SubmitCudaWork(*store_, *scheduler_, /*tests=*/0, /*timings=*/1);
+  auto assigns = OfType(Turn(), msg::MessageType::ASSIGN);
+  ASSERT_EQ(assigns.size(), 1u);
+  const uint64_t timing = assigns[0].body->getRoot<msg::Assign>().getTaskId();
+
+  // The coordinator restarts; the worker comes back holding the timing task.
+  scheduler_ = MakeScheduler();
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  RegisterMessage back("gpu", 2, /*gpus=*/1, "i-1");
+  back.SetHeld({{timing, 1}});
+  Register("rg2", back);
+  SubmitCudaWork(*store_, *scheduler_, /*tests=*/1, /*timings=*/0);
+  EXPECT_TRUE(OfType(Turn(), msg::MessageType::ASSIGN).empty());
+  ASSERT_TRUE(SendResult("rg2", timing, 1).ok());
+  EXPECT_EQ(OfType(Turn(), msg::MessageType::ASSIGN).size(), 1u);
 }
 
 TEST_F(SchedulerTest, DrainStopsNewWorkAndRemoveRequeues) {
