@@ -629,19 +629,19 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
   KF_ASSIGN_OR_RETURN(int64_t round, store_.kernel_jobs().StartRound(kernel_job_id));
   const bool migrate =
       round > 0 && options_.migrate_every > 0 && round % options_.migrate_every == 0;
-  const bool templates = agent.agent != SearchAgent::kLlm;
   // Hybrid: the templates seed round 0 and the LLM joins from round 1, with their best as
-  // parents; a spec no template fits gets the LLM from the start.
-  bool llm_round = llm_on && (agent.agent == SearchAgent::kLlm || round > 0);
-  if (llm_on && !llm_round) {
+  // parents; a spec no template fits gets only the LLM, from the start.
+  bool templates = agent.agent == SearchAgent::kTemplate;
+  if (agent.agent == SearchAgent::kHybrid) {
     Result<planner::Graph> spec =
         planner::ImportOnnxBytes(kernel_job.spec, kernel_job.name, "", {});
     KF_ASSIGN_OR_RETURN(const std::vector<std::unique_ptr<agents::TemplateFamily>> families,
                         agents::TemplateFamiliesFor(storage::Name(job.target)));
     Result<agents::SpecView> view =
         spec.ok() ? agents::AnalyzeSpec(*spec) : Result<agents::SpecView>(spec.status());
-    llm_round = !view.ok() || !agents::SupportingTemplates(*view, families).ok();
+    templates = view.ok() && agents::SupportingTemplates(*view, families).ok();
   }
+  const bool llm_round = llm_on && (agent.agent == SearchAgent::kLlm || round > 0 || !templates);
   if (!llm_spent.empty() && agent.agent == SearchAgent::kHybrid) {
     KF_RETURN_IF_ERROR(
         Event(job.id, "llm.budget", json{{"kernel", kernel_job.name}, {"note", llm_spent}}.dump()));
