@@ -628,12 +628,7 @@ static int ReadConvArgs(const kf_tensor* in, int32_t n_in, kf_tensor* out, int32
 }
 
 std::string RenderConvPrelude(const ConvPlan& plan) {
-  std::string s =
-      "#include <omp.h>\n\n#include <cmath>\n#include <cstdint>\n#include <cstdlib>\n\n"
-      "#include \"kfleet/kernel.h\"\n";
-  if (plan.uses_exp) s += KernelExpSource();
-  if (plan.uses_tanh) s += KernelTanhSource();
-  if (plan.uses_erf) s += KernelErfSource();
+  std::string s = CpuKernelHead(plan.uses_exp, plan.uses_tanh, plan.uses_erf);
   s += RenderConvArgs(plan, "float", "KF_F32");
   const size_t ops = plan.operands.size();
   if (!plan.has_epilogue()) {

@@ -96,6 +96,16 @@ static bool kf_aligned(const T* p) {
 }  // namespace
 
 std::string_view KernelExpSource() { return kExp; }
+
+std::string CpuKernelHead(bool uses_exp, bool uses_tanh, bool uses_erf) {
+  std::string s =
+      "#include <omp.h>\n\n#include <cmath>\n#include <cstdint>\n#include <cstdlib>\n\n"
+      "#include \"kfleet/kernel.h\"\n";
+  if (uses_exp) s += KernelExpSource();
+  if (uses_tanh) s += KernelTanhSource();
+  if (uses_erf) s += KernelErfSource();
+  return s;
+}
 std::string_view KernelTanhSource() { return kTanh; }
 std::string_view KernelErfSource() { return kErf; }
 std::string_view CudaStorageSource() { return kCudaStorage; }

@@ -4,6 +4,7 @@
 // conversions and vector packs, and the spelling of element types.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "planner/graph.h"
@@ -17,6 +18,10 @@ std::string_view KernelExpSource();
 std::string_view KernelTanhSource();
 // erf as an odd rational on [-4, 4] (+-1 beyond), relative error about 4e-7.
 std::string_view KernelErfSource();
+
+// The head of a rendered CPU kernel: the headers it needs (OpenMP, cmath, cstdint, cstdlib,
+// kfleet/kernel.h) and the math helpers above that it uses.
+std::string CpuKernelHead(bool uses_exp, bool uses_tanh, bool uses_erf);
 
 // For CUDA kernels (after cuda_fp16.h, cuda_bf16.h and cstdint): kf_ld(x) reads a stored element
 // as kernels compute with it (f32 for float types, bool for a uint8_t bool, i64), kf_st(dst, v)

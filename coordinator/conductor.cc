@@ -653,12 +653,12 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
     plan.migrate = migrate;
     if (templates) {
       plan.count = options_.per_island;
-      KF_RETURN_IF_ERROR(EnqueuePlan(job, kernel_job, candidates, plan));
+      KF_RETURN_IF_ERROR(EnqueuePlan(job, agent, kernel_job, candidates, plan));
     }
     if (llm_round) {
       plan.llm = true;
       plan.count = options_.llm_per_island;
-      KF_RETURN_IF_ERROR(EnqueuePlan(job, kernel_job, candidates, plan));
+      KF_RETURN_IF_ERROR(EnqueuePlan(job, agent, kernel_job, candidates, plan));
     }
   }
   json round_event = {{"kernel", kernel_job.name},
@@ -672,7 +672,8 @@ Status Conductor::NextRound(int64_t kernel_job_id) {
   return Event(job.id, "kernel.round", round_event.dump());
 }
 
-Status Conductor::EnqueuePlan(const JobRow& job, const KernelJobRow& kernel_job,
+Status Conductor::EnqueuePlan(const JobRow& job, const JobAgent& agent,
+                              const KernelJobRow& kernel_job,
                               const std::vector<CandidateRow>& candidates, const PlanTask& plan) {
   capnp::MallocMessageBuilder builder;
   msg::PlanRequest::Builder request = builder.initRoot<msg::PlanRequest>();
@@ -705,7 +706,6 @@ Status Conductor::EnqueuePlan(const JobRow& job, const KernelJobRow& kernel_job,
     out.setFailure(OneLine(c.error, 400));
   }
   if (plan.llm) {
-    const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
     request.setAgent("llm");
     request.setLlm(agent.llm_json);
     FillBrief(job, kernel_job, request.initBrief());
@@ -714,17 +714,15 @@ Status Conductor::EnqueuePlan(const JobRow& job, const KernelJobRow& kernel_job,
     request.setIslands(static_cast<uint32_t>(options_.islands));
   }
   const int64_t timeout_ms =
-      plan.llm ? LlmTaskTimeoutMs(JobAgentOf(ParseObject(job.options_json)).llm_json, plan.count,
-                                  kPlanTimeoutMs)
-               : kPlanTimeoutMs;
+      plan.llm ? LlmTaskTimeoutMs(agent.llm_json, plan.count, kPlanTimeoutMs) : kPlanTimeoutMs;
   return Enqueue(job, TaskKind::kPlan, kernel_job.id, std::nullopt, msg::EncodePayload(builder),
                  kPlanBonus, timeout_ms);
 }
 
-Status Conductor::EnqueueLlmCode(const JobRow& job, const KernelJobRow& kernel_job,
-                                 int64_t candidate_id, const std::string& sketch,
-                                 const std::string& previous_source, const std::string& feedback) {
-  const JobAgent agent = JobAgentOf(ParseObject(job.options_json));
+Status Conductor::EnqueueLlmCode(const JobRow& job, const JobAgent& agent,
+                                 const KernelJobRow& kernel_job, int64_t candidate_id,
+                                 const std::string& sketch, const std::string& previous_source,
+                                 const std::string& feedback) {
   KF_ASSIGN_OR_RETURN(std::vector<std::string> examples,
                       RetrieveExamples(store_, kernel_job, job.target,
                                        static_cast<size_t>(std::max(options_.llm_examples, 0))));
@@ -793,7 +791,8 @@ Status Conductor::OnPlanned(const TaskRow& task) {
     created.push_back(candidate_id);
 
     if (llm) {
-      KF_RETURN_IF_ERROR(EnqueueLlmCode(job, kernel_job, candidate_id, candidate.plan, "", ""));
+      KF_RETURN_IF_ERROR(
+          EnqueueLlmCode(job, agent, kernel_job, candidate_id, candidate.plan, "", ""));
       continue;
     }
     capnp::MallocMessageBuilder builder;
@@ -892,7 +891,7 @@ Status Conductor::RouteLlmFailure(const CandidateRow& failed, std::string_view s
     plan.count = 1;
     plan.advice = verdict.advice + (evidence.empty() ? "" : " Evidence: " + evidence);
     plan.redesign_of = failed.id;
-    return EnqueuePlan(job, kernel_job, candidates, plan);
+    return EnqueuePlan(job, agent, kernel_job, candidates, plan);
   }
   storage::NewCandidate retry;
   retry.kernel_job_id = kernel_job.id;
@@ -910,7 +909,7 @@ Status Conductor::RouteLlmFailure(const CandidateRow& failed, std::string_view s
   // The excerpt keeps its lines: compiler errors read badly on one line.
   const std::string feedback =
       verdict.advice + (verdict.excerpt.empty() ? "" : "\n" + verdict.excerpt);
-  return EnqueueLlmCode(job, kernel_job, retry_id, failed.plan, previous, feedback);
+  return EnqueueLlmCode(job, agent, kernel_job, retry_id, failed.plan, previous, feedback);
 }
 
 Status Conductor::OnCoded(const TaskRow& task) {

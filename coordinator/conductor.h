@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "coordinator/job_report.h"
+#include "coordinator/llm_search.h"
 #include "coordinator/scheduler.h"
 #include "storage/store.h"
 
@@ -113,11 +114,14 @@ class Conductor final : public TaskEndObserver {
     std::string advice;       // llm: the Conductor's, for a redesign
     int64_t redesign_of = 0;  // llm: the failed candidate
   };
-  Status EnqueuePlan(const storage::JobRow& job, const storage::KernelJobRow& kernel_job,
+  // `agent`: the job's (JobAgentOf its options), parsed once by the caller.
+  Status EnqueuePlan(const storage::JobRow& job, const JobAgent& agent,
+                     const storage::KernelJobRow& kernel_job,
                      const std::vector<storage::CandidateRow>& candidates, const PlanTask& plan);
-  Status EnqueueLlmCode(const storage::JobRow& job, const storage::KernelJobRow& kernel_job,
-                        int64_t candidate_id, const std::string& sketch,
-                        const std::string& previous_source, const std::string& feedback);
+  Status EnqueueLlmCode(const storage::JobRow& job, const JobAgent& agent,
+                        const storage::KernelJobRow& kernel_job, int64_t candidate_id,
+                        const std::string& sketch, const std::string& previous_source,
+                        const std::string& feedback);
   // The Conductor role: a failed LLM candidate goes back to the Coder or the Designer.
   Status RouteLlmFailure(const storage::CandidateRow& failed, std::string_view stage,
                          std::string_view reason, std::string_view report);
